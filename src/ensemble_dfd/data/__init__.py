@@ -1,0 +1,1 @@
+"""Dataset creation and reading: frames, faces, manifests, image quality."""

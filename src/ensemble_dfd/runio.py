@@ -1,0 +1,84 @@
+"""Run-folder I/O: atomic writes, environment records, and the no-silent-overwrite rule."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ensemble_dfd import __version__
+
+
+class RunExistsError(FileExistsError):
+    """A finished result would be overwritten without --overwrite."""
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call write(tmp_path) then rename tmp_path to path, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def guard_overwrite(path: str | Path, overwrite: bool, what: str = "result") -> None:
+    """Refuse to replace an existing file or non-empty folder unless overwrite is set."""
+    path = Path(path)
+    exists = path.is_file() or (path.is_dir() and any(path.iterdir()))
+    if exists and not overwrite:
+        raise RunExistsError(
+            f"{path}: a finished {what} is already there; pass --overwrite to replace it"
+        )
+
+
+def package_versions(names: tuple[str, ...] = (
+    "numpy", "pandas", "scikit-learn", "opencv-python-headless", "dlib-bin", "keras",
+    "tensorflow", "tensorflow-cpu", "keras-tuner", "jax",
+)) -> dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def environment(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ran this: versions, platform, CPU count (device details come from the trainer)."""
+    env = {
+        "ensemble_dfd": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": package_versions(),
+        "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
+    }
+    env.update(extra or {})
+    return env
