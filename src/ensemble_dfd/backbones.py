@@ -111,8 +111,9 @@ def weights_argument(backbone: Backbone, weights: str) -> str | None:
              or (backbone.name.lower() in p.name.lower().replace("_", "") and "notop" in p.name)]
     if not names:
         raise WeightsUnavailableError(
-            f"{folder}: no .h5 file for {backbone.ref} {backbone.name} (expected {backbone.name}.h5 "
-            "or Keras' own *_notop.h5 file name); copy it there or use --weights none"
+            f"{folder}: no .h5 file for {backbone.ref} {backbone.name} (expected "
+            f"{backbone.name}.h5 or Keras' own *_notop.h5 file name); copy it there or use "
+            "--weights none"
         )
     return str(names[0])
 

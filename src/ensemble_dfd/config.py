@@ -39,6 +39,7 @@ class DataConfig:
     image_size_per_model: dict[str, int] = field(default_factory=dict)
     batch_size: int = 40
     limit: int = 0  # >0: at most N images per split and class
+    limit_per_split: dict[str, int] = field(default_factory=dict)  # e.g. {validation = 150}
     train_split: str = "train"
     validation_split: str = "validation"
     eval_splits: tuple[str, ...] = ("validation", "test")
@@ -64,6 +65,7 @@ class TrainConfig:
     rotation: float = 0.2
     mixed_precision: str = "auto"  # "auto" (on when a GPU is visible), "on", "off"
     tune: bool = False
+    tuner: str = "hyperband"  # "hyperband" (budget: tune_epochs) or "random" (tune_trials)
     tune_trials: int = 10
     tune_epochs: int = 3
 
@@ -154,7 +156,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+def load_config(path: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults < TOML file < overrides (a nested dict, e.g. from CLI flags)."""
     table: dict[str, Any] = {}
     if path is not None:
@@ -175,7 +178,8 @@ def validate(cfg: RunConfig) -> None:
     """Reject values that would fail later, with the key named."""
     r = cfg.prepare.ratios
     if len(r) != 3 or any(x < 0 for x in r) or abs(sum(r) - 1.0) > 1e-6:
-        raise ConfigError(f"prepare.ratios must be three non-negative numbers summing to 1, got {r}")
+        raise ConfigError(
+            f"prepare.ratios must be three non-negative numbers summing to 1, got {r}")
     if cfg.prepare.detector not in ("hog", "cnn"):
         raise ConfigError(f"prepare.detector must be 'hog' or 'cnn', got {cfg.prepare.detector!r}")
     if cfg.data.batch_size < 1:
@@ -185,6 +189,8 @@ def validate(cfg: RunConfig) -> None:
     for name in ("optimizer_frozen", "optimizer_finetune"):
         if getattr(cfg.train, name) not in ("adam", "rmsprop", "sgd"):
             raise ConfigError(f"train.{name} must be adam, rmsprop or sgd")
+    if cfg.train.tuner not in ("hyperband", "random"):
+        raise ConfigError("train.tuner must be hyperband or random")
     if cfg.train.epochs_frozen < 0 or cfg.train.epochs_finetune < 0:
         raise ConfigError("train.epochs_* must be >= 0")
 

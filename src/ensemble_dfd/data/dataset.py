@@ -59,7 +59,7 @@ def _read_manifest(manifest: Path, root: Path) -> pd.DataFrame:
         "relpath": df["path"],
         "split": df["split"],
         "label": [parse_label(v, f"{manifest} row {i + 2}") for i, v in enumerate(df["label"])],
-        "source": df["source"] if "source" in df else "",
+        "source": df.get("source", ""),
         "group": df["group"] if "group" in df else df["path"],
     })
     absent = [p for p in out["relpath"] if not (root / p).is_file()]
@@ -89,7 +89,7 @@ def select(df: pd.DataFrame, split: str, limit: int = 0, seed: int = 0) -> pd.Da
         raise DatasetError(f"split {split!r} is empty or absent (have: "
                            f"{', '.join(sorted(df['split'].unique()))})")
     if limit > 0:
-        part = (part.groupby("label", group_keys=False)
-                .apply(lambda g: g.sample(min(len(g), limit), random_state=seed)))
-        part = part.sort_values("path", kind="stable")
+        keep = [g.sample(min(len(g), limit), random_state=seed).index
+                for _, g in part.groupby("label")]
+        part = part.loc[[i for idx in keep for i in idx]].sort_values("path", kind="stable")
     return part.reset_index(drop=True)

@@ -1,0 +1,164 @@
+"""Train the base models M1..M10 as the 2021 study did, then collect their logits.
+
+python -m ensemble_dfd.base_train --data DATASET_DIR --out RUN_DIR [--config FILE]
+    [--models M6,M8] [--image-size S] [--epochs-frozen N] [--epochs-finetune N]
+    [--weights imagenet|none|DIR] [--limit N] [--tune] [--no-collect]
+
+Finished models are skipped and interrupted ones resume, so the same command can be rerun,
+and different --models can be trained on different machines into copies of one run folder
+whose models/<ref>/ folders are then merged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ensemble_dfd import backbones
+from ensemble_dfd.cli_common import (
+    add_config_args,
+    make_logger,
+    record_config,
+    resolve_config,
+    run_main,
+)
+from ensemble_dfd.config import RunConfig
+from ensemble_dfd.data.dataset import load_dataset, select
+from ensemble_dfd.data.images import load_images
+from ensemble_dfd.reports.training import accuracy_table, markdown, plot_curves
+from ensemble_dfd.runio import environment, write_json, write_text
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ensemble_dfd.base_train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="dataset folder (split/Fake|Real)")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    add_config_args(p)
+    p.add_argument("--models", help="refs to train, e.g. M6,M8 (default: the config's)")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--epochs-frozen", type=int)
+    p.add_argument("--epochs-finetune", type=int)
+    p.add_argument("--weights", help="imagenet | none | DIR of Keras notop .h5 files")
+    p.add_argument("--limit", type=int, help="at most N images per split and class")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--mixed-precision", choices=["auto", "on", "off"])
+    p.add_argument("--tune", action="store_true", help="keras-tuner search before training")
+    p.add_argument("--no-collect", action="store_true", help="skip logit collection")
+    p.add_argument("--overwrite", action="store_true",
+                   help="retrain models that finished and replace their logits")
+    return p
+
+
+def load_split(df: pd.DataFrame, cfg: RunConfig, split: str, size: int,
+               cache: dict) -> tuple:
+    """(images, labels) of one split at one size, decoded once per process."""
+    key = (split, size)
+    if key not in cache:
+        limit = cfg.data.limit_per_split.get(split, cfg.data.limit)
+        part = select(df, split, limit, cfg.seed)
+        cache[key] = (load_images(part["file"].tolist(), size, cfg.data.workers),
+                      part["label"].to_numpy())
+    return cache[key]
+
+
+def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False,
+              tune: bool = False, log=print) -> dict[str, dict]:
+    """Train every configured model (skipping finished ones); return their summaries."""
+    from ensemble_dfd import accel
+    from ensemble_dfd.train import TrainData, image_size_for, train_one
+
+    refs = backbones.resolve_refs(cfg.train.models)
+    policy = accel.set_precision(cfg.train.mixed_precision)
+    device = accel.describe()
+    write_json(run_dir / "env.json", environment({**device, "dtype_policy": policy}))
+    log(f"device {device['device']} ({device['keras_backend']}), policy {policy}, "
+        f"models {','.join(refs)}")
+    if cfg.train.weights.lower() != "none":  # fail at once, not after hours of training
+        for ref in refs:
+            bb = backbones.get(ref)
+            backbones.build_base(bb, image_size_for(bb, cfg), cfg.train.weights)
+    df = load_dataset(data)
+    cache: dict = {}
+    summaries = {}
+    for ref in refs:
+        bb = backbones.get(ref)
+        out = run_dir / "models" / ref
+        if overwrite and out.exists():
+            for f in ("done.json", "state.json", "checkpoint.keras", "history.csv"):
+                (out / f).unlink(missing_ok=True)
+        size = image_size_for(bb, cfg)
+        xt, yt = load_split(df, cfg, cfg.data.train_split, size, cache)
+        xv, yv = load_split(df, cfg, cfg.data.validation_split, size, cache)
+        data_arrays = TrainData(xt, yt, xv, yv)
+        hparams = None
+        if tune:
+            from ensemble_dfd.tune import tune_model
+
+            hparams = tune_model(bb, cfg, data_arrays, out / "tuning", log)
+        log(f"{ref} {bb.name}: {len(xt)} train / {len(xv)} validation images at {size} px")
+        summaries[ref] = train_one(bb, cfg, data_arrays, out, log, hparams)
+        history = pd.read_csv(out / "history.csv")
+        plot_curves(history, out / "curves.png", f"{ref} {bb.name}")
+        h = history.iloc[-1]
+        log(f"{ref} done: train acc {h['accuracy']:.4f}, val acc {h['val_accuracy']:.4f}")
+    return summaries
+
+
+def write_summary(run_dir: Path) -> pd.DataFrame:
+    """summary.csv/.md: the study's accuracy table for every finished model in the run."""
+    from ensemble_dfd.logits import LOGITS_FILE, model_sort_key
+
+    histories = {p.parent.name: pd.read_csv(p)
+                 for p in (run_dir / "models").glob("*/history.csv")
+                 if (p.parent / "done.json").exists()}
+    histories = dict(sorted(histories.items(), key=lambda kv: model_sort_key(kv[0])))
+    test_acc = {}
+    store = run_dir / LOGITS_FILE
+    if store.exists():
+        lg = pd.read_parquet(store)
+        for ref, g in lg[lg["split"] == "test"].groupby("model"):
+            test_acc[ref] = float(((g["logit"] > 0) == (g["label"] == 1)).mean())
+    table = accuracy_table(histories, test_acc)
+    table = table.merge(pd.DataFrame([{"ref": r, "backbone": backbones.get(r).name}
+                                      for r in table["ref"] if r in backbones.BACKBONES]),
+                        on="ref", how="left")
+    write_text(run_dir / "summary.csv", table.to_csv(index=False))
+    write_text(run_dir / "summary.md", markdown(table))
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+
+    def body() -> int:
+        cfg = resolve_config(args, {
+            "train.models": args.models, "data.image_size": args.image_size,
+            "train.epochs_frozen": args.epochs_frozen,
+            "train.epochs_finetune": args.epochs_finetune, "train.weights": args.weights,
+            "data.limit": args.limit, "data.batch_size": args.batch_size,
+            "train.mixed_precision": args.mixed_precision,
+        })
+        args.out.mkdir(parents=True, exist_ok=True)
+        record_config(args.out, cfg, args.overwrite)
+        log = make_logger(args.out / "base_train.log")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        train_all(cfg, args.data, args.out, args.overwrite, args.tune or cfg.train.tune, log)
+        if not args.no_collect:
+            from ensemble_dfd.collect import collect
+
+            refs = backbones.resolve_refs(cfg.train.models)
+            collect(args.out, args.data, list(cfg.data.eval_splits), None, refs,
+                    overwrite=True, log=log)
+        table = write_summary(args.out)
+        log("summary:\n" + markdown(table))
+        return 0
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""Small pieces every command-line entry point shares: logging, config flags, errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ensemble_dfd.config import ConfigError, RunConfig, dumps, load_config, parse_overrides
+from ensemble_dfd.runio import RunExistsError, write_text
+
+
+def make_logger(path: Path | None) -> Callable[[str], None]:
+    """Print to stderr and append to `path` (the run's log), each line timestamped."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        print(line, file=sys.stderr, flush=True)
+        if path is not None:
+            with path.open("a") as fh:
+                fh.write(line + "\n")
+
+    return log
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="experiment TOML (experiments/*.toml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config value, e.g. --set train.lr_frozen=1e-3")
+
+
+def resolve_config(args: argparse.Namespace, flags: dict[str, Any]) -> RunConfig:
+    """Config file < --set overrides < dedicated flags (those not None)."""
+    overrides = parse_overrides(args.set)
+    for dotted, value in flags.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".")
+        overrides.setdefault(section, {})[key] = value
+    return load_config(args.config, overrides)
+
+
+def record_config(run_dir: Path, cfg: RunConfig, overwrite: bool,
+                  ignore: tuple[str, ...] = ("models =",)) -> None:
+    """Write run_dir/config.toml; an existing one must agree (lines in `ignore` aside)."""
+    path = run_dir / "config.toml"
+    text = dumps(cfg)
+    if path.exists() and not overwrite:
+        def keep(t: str) -> list[str]:
+            return [ln for ln in t.splitlines() if not ln.startswith(ignore)]
+        if keep(path.read_text()) != keep(text):
+            raise RunExistsError(
+                f"{path}: this run folder was made with a different config; use another "
+                "--out, or --overwrite to replace its config")
+        return
+    write_text(path, text)
+
+
+def run_main(body: Callable[[], int]) -> int:
+    """Turn expected errors into one clear line and exit code 2."""
+    from ensemble_dfd.backbones import WeightsUnavailableError
+    from ensemble_dfd.data.dataset import DatasetError
+    from ensemble_dfd.data.images import ImageReadError
+    from ensemble_dfd.logits import StoreError
+
+    try:
+        return body()
+    except (ConfigError, RunExistsError, DatasetError, ImageReadError, StoreError,
+            WeightsUnavailableError, KeyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

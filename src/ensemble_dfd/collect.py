@@ -1,0 +1,127 @@
+"""Collect every trained model's logits on labelled images into the run's logits store.
+
+python -m ensemble_dfd.collect --run RUN_DIR --data DIR [--split NAME] [--as-split NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ensemble_dfd import logits as store
+from ensemble_dfd.cli_common import make_logger, run_main
+from ensemble_dfd.data.dataset import load_dataset
+from ensemble_dfd.data.images import load_images, read_rgb
+from ensemble_dfd.train import DONE_FILE, MODEL_FILE
+
+IMAGE_COLUMNS = ["split", "path", "label", "source", "group", "width", "height"]
+
+
+def trained_models(run_dir: Path, refs: list[str] | None = None) -> dict[str, Path]:
+    """ref -> model file for every finished model in run_dir/models (optionally a subset)."""
+    found = {p.parent.name: p.parent / MODEL_FILE
+             for p in (run_dir / "models").glob(f"*/{DONE_FILE}")
+             if (p.parent / MODEL_FILE).exists()}
+    if refs:
+        missing = [r for r in refs if r not in found]
+        if missing:
+            raise store.StoreError(f"{run_dir}: no finished model for {', '.join(missing)}")
+        found = {r: found[r] for r in refs}
+    if not found:
+        raise store.StoreError(f"{run_dir / 'models'}: no finished models to collect from")
+    return dict(sorted(found.items(), key=lambda kv: store.model_sort_key(kv[0])))
+
+
+def image_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per-image properties (size, blur, JPEG quality...) from the original files."""
+    try:
+        from ensemble_dfd.data.quality import image_properties
+    except ImportError:  # quality module optional while the package grows
+        image_properties = None
+    props = []
+    for f in rows["file"]:
+        img = read_rgb(f)
+        if image_properties is not None:
+            p = image_properties(img, path=f)
+        else:
+            p = {"width": img.shape[1], "height": img.shape[0]}
+        props.append(p)
+    table = pd.concat([rows[["split", "path", "label", "source", "group"]].reset_index(drop=True),
+                       pd.DataFrame(props)], axis=1)
+    return table.loc[:, ~table.columns.duplicated()]
+
+
+def collect(run_dir: Path, data: Path, splits: list[str] | None = None,
+            as_split: str | None = None, refs: list[str] | None = None,
+            overwrite: bool = False, batch_size: int = 64,
+            log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Score the chosen splits of `data` with every finished model; append to the store."""
+    from ensemble_dfd.train import load_model, predict_logits
+
+    models = trained_models(run_dir, refs)
+    df = load_dataset(data)
+    if splits:
+        absent = [s for s in splits if s not in set(df["split"])]
+        if absent:
+            raise store.StoreError(f"{data}: no split(s) {', '.join(absent)}")
+        df = df[df["split"].isin(splits)]
+    if as_split:
+        df = df.assign(split=as_split)
+    df = df.sort_values(["split", "path"], kind="stable").reset_index(drop=True)
+    if df["path"].duplicated().any():
+        raise store.StoreError(f"{data}: duplicate image paths after --as-split")
+    # fail before any inference if the results exist already
+    existing = run_dir / store.LOGITS_FILE
+    if existing.exists() and not overwrite:
+        old = pd.read_parquet(existing, columns=["model", "split"]).drop_duplicates()
+        clash = old[old["model"].isin(models) & old["split"].isin(df["split"].unique())]
+        if len(clash):
+            raise store.StoreError(
+                f"{existing}: logits for {clash.to_dict('records')[:3]} exist; pass --overwrite")
+    cache: dict[int, np.ndarray] = {}
+    frames = []
+    for ref, path in models.items():
+        model = load_model(path)
+        size = int(model.input_shape[1])
+        if size not in cache:
+            cache[size] = load_images(df["file"].tolist(), size)
+        z = predict_logits(model, cache[size], batch_size)
+        frames.append(pd.DataFrame({"run": run_dir.name, "model": ref, "split": df["split"],
+                                    "path": df["path"], "label": df["label"].astype(int),
+                                    "logit": z}))
+        acc = {s: float(((g["logit"] > 0) == (g["label"] == 1)).mean())
+               for s, g in frames[-1].groupby("split")}
+        log(f"collect {ref}: {len(df)} images at {size} px, accuracy "
+            + ", ".join(f"{s} {a:.3f}" for s, a in acc.items()))
+    logits = pd.concat(frames, ignore_index=True)
+    store.write_store(run_dir, logits, image_table(df), overwrite=overwrite)
+    return logits
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ensemble_dfd.collect", description=__doc__)
+    p.add_argument("--run", type=Path, required=True, help="run folder with models/<ref>/")
+    p.add_argument("--data", type=Path, required=True, help="dataset folder or manifest.csv")
+    p.add_argument("--split", action="append", help="split(s) to score (default: all)")
+    p.add_argument("--as-split", help="store all scored images under this split name (e.g. wild)")
+    p.add_argument("--models", help="subset of refs, e.g. M3,M7")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--overwrite", action="store_true", help="replace existing logits")
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        refs = [r.strip() for r in args.models.split(",")] if args.models else None
+        log = make_logger(args.run / "collect.log")
+        collect(args.run, args.data, args.split, args.as_split, refs, args.overwrite,
+                args.batch_size, log)
+        return 0
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""Fit one backbone with the study's two-phase schedule, with per-epoch checkpoints.
+
+Phase 1: base frozen (or all layers, for from-scratch CPU profiles), optimizer_frozen.
+Phase 2: base.trainable=True, layers[:fine_tune_at] frozen again, optimizer_finetune,
+continuing the epoch count. An interrupted run resumes from the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ensemble_dfd import backbones
+from ensemble_dfd.config import RunConfig
+from ensemble_dfd.runio import atomic_write, read_json, write_json
+
+HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy",
+                   "seconds", "images_per_second", "lr"]
+MODEL_FILE = "model.keras"
+CHECKPOINT_FILE = "checkpoint.keras"
+STATE_FILE = "state.json"
+DONE_FILE = "done.json"
+
+
+@dataclass
+class TrainData:
+    """Decoded images (uint8, N x S x S x 3) and labels (1 Real, 0 Fake)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+def image_size_for(backbone: backbones.Backbone, cfg: RunConfig) -> int:
+    """Per-model override, else the run's size, else the backbone's own (study) size."""
+    size = cfg.data.image_size_per_model.get(backbone.ref) or cfg.data.image_size
+    return int(size or backbone.input_size)
+
+
+def fine_tune_at(backbone: backbones.Backbone, cfg: RunConfig) -> int:
+    return backbone.fine_tune_at if cfg.train.fine_tune_at < 0 else cfg.train.fine_tune_at
+
+
+def make_optimizer(name: str, lr: float) -> Any:
+    import keras
+
+    return {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
+            "sgd": keras.optimizers.SGD}[name](learning_rate=lr)
+
+
+def compile_model(model: Any, optimizer: str, lr: float) -> None:
+    import keras
+
+    model.compile(
+        optimizer=make_optimizer(optimizer, lr),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        # threshold 0 on the logit = 0.5 on the sigmoid, the study's decision rule
+        metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
+    )
+
+
+def load_model(path: str | Path) -> Any:
+    """Load a saved model; registers the custom preprocess layer first."""
+    import keras
+
+    backbones._preprocess_layer()
+    return keras.models.load_model(path)
+
+
+def _epoch_recorder(out_dir: Path, phase: int, n_train: int) -> Any:
+    import keras
+
+    class EpochRecorder(keras.callbacks.Callback):
+        """Append history.csv, save a checkpoint and state.json after every epoch."""
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs = logs or {}
+            seconds = time.perf_counter() - self.t0
+            lr = float(np.asarray(self.model.optimizer.learning_rate))
+            row = {"epoch": epoch + 1, "phase": phase, "seconds": round(seconds, 3),
+                   "images_per_second": round(n_train / seconds, 2), "lr": lr}
+            for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+                row[key] = float(logs[key]) if key in logs else float("nan")
+            history = out_dir / "history.csv"
+            new = not history.exists()
+            with history.open("a", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS)
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+            atomic_write(out_dir / CHECKPOINT_FILE, lambda p: self.model.save(p))
+            write_json(out_dir / STATE_FILE, {"phase": phase, "epoch": epoch + 1})
+
+    return EpochRecorder()
+
+
+def _trim_history(out_dir: Path, epochs_done: int) -> None:
+    """Drop history rows past the last checkpoint (an epoch that ran but was not saved)."""
+    history = out_dir / "history.csv"
+    if not history.exists():
+        return
+    with history.open() as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) <= epochs_done]
+    def write(p: Path) -> None:
+        with p.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    atomic_write(history, write)
+
+
+def train_one(
+    backbone: backbones.Backbone,
+    cfg: RunConfig,
+    data: TrainData,
+    out_dir: Path,
+    log: Callable[[str], None] = print,
+    hparams: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) one model into out_dir; return the summary written to done.json."""
+    import keras
+
+    hparams = hparams or {}
+    t = cfg.train
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / DONE_FILE).exists():
+        log(f"{backbone.ref}: finished earlier, skipping ({out_dir / DONE_FILE})")
+        return read_json(out_dir / DONE_FILE)
+    size = image_size_for(backbone, cfg)
+    ft_at = int(hparams.get("fine_tune_at", fine_tune_at(backbone, cfg)))
+    lr_ft = float(hparams.get("lr_finetune", t.lr_finetune))
+    dropout = float(hparams.get("dropout", t.dropout))
+    e1, e2 = t.epochs_frozen, t.epochs_finetune
+    keras.utils.set_random_seed(cfg.seed)
+
+    state = read_json(out_dir / STATE_FILE) if (out_dir / STATE_FILE).exists() else None
+    if state and (out_dir / CHECKPOINT_FILE).exists():
+        done = int(state["epoch"])
+        log(f"{backbone.ref}: resuming after epoch {done} (phase {state['phase']})")
+        _trim_history(out_dir, done)
+        model = load_model(out_dir / CHECKPOINT_FILE)
+        base = backbones.find_base(model)
+        phase = int(state["phase"])
+    else:
+        (out_dir / "history.csv").unlink(missing_ok=True)
+        done, phase = 0, 1
+        model, base = backbones.build_model(
+            backbone, size, t.weights, dropout, t.flip, t.rotation,
+            freeze_base=t.freeze_base, base_bn_training=t.base_bn_training,
+            bn_momentum=t.bn_momentum)
+        compile_model(model, t.optimizer_frozen, t.lr_frozen)
+    params = {"before_unfreeze": backbones.param_table(model, base)} if done == 0 else {}
+
+    fit_kw = dict(x=data.x_train, y=data.y_train.astype("float32"), batch_size=cfg.data.batch_size,
+                  validation_data=(data.x_val, data.y_val.astype("float32")), shuffle=True,
+                  verbose=2)
+    t0 = time.perf_counter()
+    if phase == 1 and done < e1:
+        model.fit(initial_epoch=done, epochs=e1,
+                  callbacks=[_epoch_recorder(out_dir, 1, len(data.x_train))], **fit_kw)
+        done = e1
+    if phase == 1:
+        backbones.unfreeze(base, ft_at)
+        # recompiling makes the new trainable flags take effect (Keras transfer-learning guide)
+        compile_model(model, t.optimizer_finetune, lr_ft)
+    params["after_unfreeze"] = backbones.param_table(model, base)
+    if done < e1 + e2:
+        model.fit(initial_epoch=done, epochs=e1 + e2,
+                  callbacks=[_epoch_recorder(out_dir, 2, len(data.x_train))], **fit_kw)
+
+    atomic_write(out_dir / MODEL_FILE, lambda p: model.save(p))
+    params_path = out_dir / "params.json"
+    old_params = read_json(params_path) if params_path.exists() else {}
+    params = {**old_params, **params, "ref": backbone.ref, "backbone": backbone.name,
+              "image_size": size, "fine_tune_at": ft_at,
+              "study": backbone.study.__dict__ if backbone.study else None}
+    write_json(params_path, params)
+    summary = {"ref": backbone.ref, "backbone": backbone.name, "image_size": size,
+               "epochs": e1 + e2, "fine_tune_at": ft_at, "lr_finetune": lr_ft,
+               "dropout": dropout, "train_seconds_this_process": round(time.perf_counter() - t0, 1),
+               "n_train": len(data.x_train), "n_val": len(data.x_val)}
+    write_json(out_dir / DONE_FILE, summary)
+    (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+    return summary
+
+
+def predict_logits(model: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Batched inference: uint8 images -> float logits (augmentation is off at inference)."""
+    out = model.predict(images, batch_size=batch_size, verbose=0)
+    return np.asarray(out, dtype=np.float64).reshape(-1)

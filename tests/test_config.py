@@ -1,0 +1,60 @@
+"""Config loading: defaults, files, overrides, validation, round trip."""
+
+from pathlib import Path
+
+import pytest
+
+from ensemble_dfd.config import ConfigError, RunConfig, dumps, load_config, parse_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_the_study():
+    cfg = RunConfig()
+    assert cfg.train.epochs_frozen == 10 and cfg.train.epochs_finetune == 10
+    assert cfg.train.lr_frozen == 1e-4 and cfg.train.lr_finetune == 1e-5
+    assert cfg.data.batch_size == 40 and cfg.prepare.every == 120
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "experiments").glob("*.toml")))
+def test_every_experiment_file_loads_and_round_trips(name, tmp_path):
+    cfg = load_config(ROOT / "experiments" / name)
+    out = tmp_path / "c.toml"
+    out.write_text(dumps(cfg))
+    assert load_config(out) == cfg
+
+
+def test_seed_toml_matches_reference():
+    cfg = load_config(ROOT / "experiments" / "seed.toml")
+    assert cfg.train.weights == "imagenet"
+    assert cfg.train.freeze_base and not cfg.train.base_bn_training
+    assert (cfg.train.optimizer_frozen, cfg.train.optimizer_finetune) == ("adam", "rmsprop")
+    assert cfg.data.image_size == 0 and len(cfg.train.models) == 10
+
+
+def test_overrides_beat_file(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[train]\nepochs_frozen = 3\nmodels = ["M6"]\n')
+    cfg = load_config(f, parse_overrides(["train.epochs_frozen=5", "train.weights=none",
+                                          "data.image_size_per_model={M1 = 75}"]))
+    assert cfg.train.epochs_frozen == 5 and cfg.train.weights == "none"
+    assert cfg.train.models == ("M6",) and cfg.data.image_size_per_model == {"M1": 75}
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[train]\nepochs = 3\n", "unknown key 'train.epochs'"),
+    ("[prepare]\nratios = [0.5, 0.6, 0.1]\n", "sum"),
+    ("[train]\noptimizer_frozen = 'adagrad'\n", "optimizer_frozen"),
+    ("[train]\nepochs_frozen = 2.5\n", "integer"),
+    ("[train\n", "not valid TOML"),
+])
+def test_bad_config_is_named(tmp_path, text, match):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(f)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("/nonexistent/x.toml")

@@ -1,0 +1,128 @@
+"""Real TensorFlow training on the synthetic dataset: outputs, resume after a kill, collect."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ensemble_dfd import base_train, collect, logits
+from ensemble_dfd.data.synthetic import make_dataset
+
+TINY = ["--image-size", "32", "--weights", "none", "--epochs-frozen", "1",
+        "--epochs-finetune", "1", "--batch-size", "16",
+        "--set", "train.freeze_base=false", "--set", "train.base_bn_training=true",
+        "--set", "train.bn_momentum=0.9", "--set", "train.lr_frozen=1e-3"]
+
+
+@pytest.fixture(scope="module")
+def syn_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("syn") / "ds"
+    make_dataset(out, identities=12, frames=3, size_range=(40, 56))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(syn_dir, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run") / "r"
+    rc = base_train.main(["--data", str(syn_dir), "--out", str(run), "--models", "M6", *TINY])
+    assert rc == 0
+    return run
+
+
+@pytest.mark.slow
+def test_outputs_agree(trained):
+    m = trained / "models" / "M6"
+    for name in ("model.keras", "history.csv", "params.json", "curves.png", "done.json"):
+        assert (m / name).is_file(), name
+    assert not (m / "checkpoint.keras").exists()
+    h = pd.read_csv(m / "history.csv")
+    assert h["epoch"].tolist() == [1, 2] and h["phase"].tolist() == [1, 2]
+    assert h[["loss", "accuracy", "val_loss", "val_accuracy", "seconds"]].notna().all().all()
+    params = json.loads((m / "params.json").read_text())
+    assert params["before_unfreeze"]["base_layers"] == 154
+    # from-scratch profile: all layers learn in phase 1; fine_tune_at 100 freezes some in 2
+    assert params["before_unfreeze"]["trainable"] > params["after_unfreeze"]["trainable"]
+    store = logits.read_store(trained)
+    assert set(store["split"]) == {"validation", "test"} and set(store["model"]) == {"M6"}
+    images = logits.read_images(trained)
+    assert set(images["path"]) == set(store["path"])
+    assert (images["width"] >= 40).all()
+    summary = pd.read_csv(trained / "summary.csv")
+    assert summary.loc[0, "ref"] == "M6" and summary.loc[0, "epoch_final"] == 2
+    test_acc = float(((store.query("split == 'test'")["logit"] > 0)
+                      == (store.query("split == 'test'")["label"] == 1)).mean())
+    assert summary.loc[0, "test_acc"] == pytest.approx(test_acc)
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_and_collect_refuses_duplicates(trained, syn_dir):
+    before = (trained / "models" / "M6" / "model.keras").stat().st_mtime_ns
+    assert base_train.main(["--data", str(syn_dir), "--out", str(trained), "--models", "M6",
+                            "--no-collect", *TINY]) == 0
+    assert (trained / "models" / "M6" / "model.keras").stat().st_mtime_ns == before
+    with pytest.raises(logits.StoreError, match="--overwrite"):
+        collect.collect(trained, syn_dir, ["test"])
+    # a differently-configured rerun into the same folder is refused
+    assert base_train.main(["--data", str(syn_dir), "--out", str(trained), "--models", "M6",
+                            *TINY, "--epochs-frozen", "3"]) == 2
+
+
+@pytest.mark.slow
+def test_collect_as_extra_split(trained, syn_dir):
+    collect.collect(trained, syn_dir, ["test"], as_split="wild")
+    store = logits.read_store(trained)
+    wild = store[store["split"] == "wild"]
+    test = store[store["split"] == "test"]
+    assert len(wild) == len(test)
+    assert wild.set_index("path")["logit"].sort_index().tolist() == pytest.approx(
+        test.set_index("path")["logit"].sort_index().tolist(), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes(syn_dir, tmp_path):
+    """SIGKILL after the first checkpoint; the rerun continues from it, not from scratch."""
+    run = tmp_path / "r"
+    cmd = [sys.executable, "-m", "ensemble_dfd.base_train", "--data", str(syn_dir), "--out",
+           str(run), "--models", "M6", "--no-collect", *TINY, "--epochs-finetune", "2"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = run / "models" / "M6" / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 1:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert not (run / "models" / "M6" / "done.json").exists()
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"resuming after epoch {killed_at}" in out.stderr
+    h = pd.read_csv(run / "models" / "M6" / "history.csv")
+    assert h["epoch"].tolist() == [1, 2, 3] and h["phase"].tolist() == [1, 2, 2]
+    assert (run / "models" / "M6" / "model.keras").is_file()
+    params = json.loads((run / "models" / "M6" / "params.json").read_text())
+    assert {"before_unfreeze", "after_unfreeze"} <= set(params)
+
+
+def test_bad_data_folder_is_named(tmp_path):
+    rc = base_train.main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"),
+                          "--models", "M6", *TINY])
+    assert rc == 2
+
+
+def test_missing_imagenet_weights_fail_at_once(syn_dir, tmp_path, capsys):
+    rc = base_train.main(["--data", str(syn_dir), "--out", str(tmp_path / "r"),
+                          "--models", "M6", "--weights", str(tmp_path)])
+    assert rc == 2
+    assert "no .h5 file for M6" in capsys.readouterr().err
