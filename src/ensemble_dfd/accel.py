@@ -40,11 +40,11 @@ def gpu_names() -> list[str]:
 
 
 def set_precision(mode: str) -> str:
-    """'on' / 'off' / 'auto' (on when a GPU is visible) -> the global Keras dtype policy."""
+    """'on' / 'off' / 'auto' (on when a GPU is visible) / 'bf16' -> the global dtype policy."""
     import keras
 
     use = mode == "on" or (mode == "auto" and bool(gpu_names()))
-    policy = "mixed_float16" if use else "float32"
+    policy = "mixed_bfloat16" if mode == "bf16" else "mixed_float16" if use else "float32"
     keras.mixed_precision.set_global_policy(policy)
     return policy
 

@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="imagenet | none | DIR of Keras notop .h5 files")
     p.add_argument("--limit", type=int, help="at most N images per split and class")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--mixed-precision", choices=["auto", "on", "off"])
+    p.add_argument("--mixed-precision", choices=["auto", "on", "off", "bf16"])
     p.add_argument("--tune", action="store_true", help="keras-tuner search before training")
     p.add_argument("--no-collect", action="store_true", help="skip logit collection")
     p.add_argument("--overwrite", action="store_true",

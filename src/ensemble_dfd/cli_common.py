@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -45,20 +46,22 @@ def resolve_config(args: argparse.Namespace, flags: dict[str, Any]) -> RunConfig
     return load_config(args.config, overrides)
 
 
-def record_config(run_dir: Path, cfg: RunConfig, overwrite: bool,
-                  ignore: tuple[str, ...] = ("models =",)) -> None:
-    """Write run_dir/config.toml; an existing one must agree (lines in `ignore` aside)."""
+def record_config(run_dir: Path, cfg: RunConfig, overwrite: bool) -> None:
+    """Write run_dir/config.toml; an existing one must describe the same run.
+
+    Models may differ (one run folder can be filled by several --models calls), and keys
+    added to the code since the file was written take their defaults on both sides.
+    """
     path = run_dir / "config.toml"
-    text = dumps(cfg)
     if path.exists() and not overwrite:
-        def keep(t: str) -> list[str]:
-            return [ln for ln in t.splitlines() if not ln.startswith(ignore)]
-        if keep(path.read_text()) != keep(text):
+        recorded = load_config(path)
+        same_models = dataclasses.replace(recorded.train, models=cfg.train.models)
+        if dataclasses.replace(recorded, train=same_models) != cfg:
             raise RunExistsError(
                 f"{path}: this run folder was made with a different config; use another "
                 "--out, or --overwrite to replace its config")
         return
-    write_text(path, text)
+    write_text(path, dumps(cfg))
 
 
 def run_main(body: Callable[[], int]) -> int:

@@ -63,7 +63,7 @@ class TrainConfig:
     dropout: float = 0.2
     flip: bool = True
     rotation: float = 0.2
-    mixed_precision: str = "auto"  # "auto" (on when a GPU is visible), "on", "off"
+    mixed_precision: str = "auto"  # "auto" (on when a GPU is visible), "on", "off", "bf16"
     tune: bool = False
     tuner: str = "hyperband"  # "hyperband" (budget: tune_epochs) or "random" (tune_trials)
     tune_trials: int = 10
@@ -184,8 +184,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"prepare.detector must be 'hog' or 'cnn', got {cfg.prepare.detector!r}")
     if cfg.data.batch_size < 1:
         raise ConfigError("data.batch_size must be >= 1")
-    if cfg.train.mixed_precision not in ("auto", "on", "off"):
-        raise ConfigError("train.mixed_precision must be auto, on or off")
+    if cfg.train.mixed_precision not in ("auto", "on", "off", "bf16"):
+        raise ConfigError("train.mixed_precision must be auto, on, off or bf16")
     for name in ("optimizer_frozen", "optimizer_finetune"):
         if getattr(cfg.train, name) not in ("adam", "rmsprop", "sgd"):
             raise ConfigError(f"train.{name} must be adam, rmsprop or sgd")

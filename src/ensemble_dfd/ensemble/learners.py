@@ -1,0 +1,362 @@
+"""The meta-learners: voting, weighted voting, stacked logistic regression, Caruana selection.
+
+All take already-trained base models' logits as features (scikit-learn's VotingClassifier
+cannot); parameters are validated in `fit`, fitted state ends in `_`.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from scipy.optimize import minimize
+from sklearn.model_selection import StratifiedKFold
+
+from ensemble_dfd.ensemble.base import (
+    CALIBRATIONS,
+    LogitMetaLearner,
+    MetaLearnerError,
+    calibrated_probs,
+    fit_calibration,
+    prob_to_logit,
+)
+from ensemble_dfd.ensemble.cv import grouped_folds
+from ensemble_dfd.metrics import sigmoid
+
+_PCLIP = 1e-12
+
+
+def _check_calibration(value) -> None:
+    if value not in CALIBRATIONS:
+        raise MetaLearnerError(f"calibration must be one of {CALIBRATIONS}, got {value!r}")
+
+
+def _mean_nll(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Log-loss of each column of p (n x k) against y (n,)."""
+    yy = (y[:, None] if p.ndim == 2 else y).astype(bool)
+    # one log per entry (of the probability given to the true class), not two
+    q = np.clip(np.where(yy, p, 1.0 - p), _PCLIP, None)
+    return -np.mean(np.log(q), axis=0)
+
+
+class SoftVoting(LogitMetaLearner):
+    """Mean of the models' probabilities (optionally after per-model calibration)."""
+
+    def __init__(self, calibration: str | None = None):
+        self.calibration = calibration
+
+    def _fit(self, X, y, groups):
+        _check_calibration(self.calibration)
+        self.calib_a_, self.calib_b_ = fit_calibration(X, y, self.calibration)
+        self.weights_ = np.full(X.shape[1], 1.0 / X.shape[1])
+
+    def _decision(self, X):
+        return prob_to_logit(calibrated_probs(X, self.calib_a_, self.calib_b_) @ self.weights_)
+
+    def weight_table(self):
+        out = {"weight": self.weights_}
+        if self.calibration is not None:
+            out.update(calib_a=self.calib_a_, calib_b=self.calib_b_)
+        return out
+
+
+class HardVoting(LogitMetaLearner):
+    """Majority vote of the models' decisions (logit > 0).
+
+    The score is the share of Real votes; a tie (e.g. 5 of 10) is broken by the mean
+    probability, through a term smaller than half a vote so it never reorders vote counts
+    (and it orders images within a vote count, so ROC curves are not just a few steps)."""
+
+    def __init__(self):
+        pass
+
+    def _fit(self, X, y, groups):
+        self.weights_ = np.full(X.shape[1], 1.0 / X.shape[1])
+
+    def _decision(self, X):
+        k = X.shape[1]
+        votes = (X > 0).mean(axis=1)
+        tie_break = (sigmoid(X).mean(axis=1) - 0.5) / (2.0 * k)
+        # squeeze [-1/4k, 1 + 1/4k] into [0, 1] around 0.5: order and the 0.5 cut survive
+        margin = 1.0 / (4.0 * k)
+        return prob_to_logit((votes + tie_break + margin) / (1.0 + 2.0 * margin))
+
+    def weight_table(self):
+        return {"weight": self.weights_}
+
+
+class WeightedSoftVoting(LogitMetaLearner):
+    """Weighted mean of probabilities; weights on the simplex (non-negative, sum 1) minimise
+    log-loss on the fit data. A model that adds nothing gets (close to) zero weight."""
+
+    def __init__(self, calibration: str | None = None, max_iter: int = 500, tol: float = 1e-9):
+        self.calibration = calibration
+        self.max_iter = max_iter
+        self.tol = tol
+
+    def _fit(self, X, y, groups):
+        _check_calibration(self.calibration)
+        if not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
+            raise MetaLearnerError(f"max_iter must be a positive int, got {self.max_iter!r}")
+        self.calib_a_, self.calib_b_ = fit_calibration(X, y, self.calibration)
+        P = calibrated_probs(X, self.calib_a_, self.calib_b_)
+        m = P.shape[1]
+
+        def loss(w):
+            p = np.clip(P @ w, _PCLIP, 1 - _PCLIP)
+            g = (p - y) / (p * (1 - p))
+            return float(_mean_nll(p, y)), (P * g[:, None]).mean(axis=0)
+
+        res = minimize(loss, np.full(m, 1.0 / m), jac=True, method="SLSQP",
+                       bounds=[(0.0, 1.0)] * m,
+                       constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0,
+                                     "jac": lambda w: np.ones_like(w)}],
+                       options={"maxiter": self.max_iter, "ftol": self.tol})
+        w = np.clip(res.x, 0.0, None)
+        self.weights_ = w / w.sum() if w.sum() > 0 else np.full(m, 1.0 / m)
+        self.loss_ = float(_mean_nll(P @ self.weights_, y))
+        self.n_iter_ = int(res.nit)
+
+    def _decision(self, X):
+        return prob_to_logit(calibrated_probs(X, self.calib_a_, self.calib_b_) @ self.weights_)
+
+    def weight_table(self):
+        out = {"weight": self.weights_}
+        if self.calibration is not None:
+            out.update(calib_a=self.calib_a_, calib_b=self.calib_b_)
+        return out
+
+
+def _with_ones(X: np.ndarray) -> np.ndarray:
+    return np.column_stack([X, np.ones(X.shape[0])])
+
+
+def _fit_l2_logistic(A: np.ndarray, y: np.ndarray, C: float, max_iter: int = 100,
+                     start: tuple[np.ndarray, float] | None = None, tol: float = 1e-10
+                     ) -> tuple[np.ndarray, float, int]:
+    """L2-penalised logistic regression (scikit-learn's objective: C * sum of losses +
+    ||coef||^2 / 2, intercept unpenalised) by damped Newton steps. A few model columns make
+    each Hessian tiny, so this is far faster than a general solver inside nested CV.
+
+    A is the design matrix with a trailing column of ones (see `_with_ones`)."""
+    d = A.shape[1] - 1
+    theta = np.zeros(d + 1) if start is None else np.r_[start[0], start[1]]
+    pen = np.r_[np.full(d, 1.0 / C), 0.0]
+
+    def objective(t):
+        z = A @ t
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(pen * t * t))
+
+    f = objective(theta)
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
+        p = sigmoid(A @ theta)
+        g = A.T @ (p - y) + pen * theta
+        H = A.T @ (A * (p * (1.0 - p))[:, None]) + np.diag(pen + 1e-10)
+        try:
+            step = np.linalg.solve(H, g)
+        except np.linalg.LinAlgError:
+            step = np.linalg.lstsq(H, g, rcond=None)[0]
+        t = 1.0
+        while True:  # backtracking: Newton can overshoot on (nearly) separable data
+            cand = theta - t * step
+            fc = objective(cand)
+            if fc <= f + 1e-12 * abs(f) or t < 1e-8:
+                break
+            t /= 2
+        if fc > f:  # no descent left at machine precision: we are at the optimum
+            break
+        converged = f - fc <= tol * max(1.0, abs(f))
+        theta, f = cand, fc
+        if converged:
+            break
+    return theta[:d].copy(), float(theta[d]), n_iter
+
+
+class StackedLogisticRegression(LogitMetaLearner):
+    """Logistic regression on the logits; the L2 strength C is chosen by (grouped) CV.
+
+    With `groups` given to fit, the CV folds are grouped (no video in two folds); without,
+    stratified folds. The criterion is log-loss; ties go to the smaller C (simpler model).
+    On more than `cv_max_rows` images, C is chosen on a random subset of whole groups (the
+    penalty matters little at that size and the search dominates the cost); the final fit
+    always uses every row."""
+
+    def __init__(self, Cs=10, cv: int = 5, max_iter: int = 100, cv_max_rows: int = 20000,
+                 random_state=None):
+        self.Cs = Cs
+        self.cv = cv
+        self.max_iter = max_iter
+        self.cv_max_rows = cv_max_rows
+        self.random_state = random_state
+
+    def _grid(self) -> np.ndarray:
+        if isinstance(self.Cs, numbers.Integral):
+            if self.Cs < 1:
+                raise MetaLearnerError(f"Cs must be >= 1, got {self.Cs}")
+            return np.logspace(-4, 4, int(self.Cs))
+        grid = np.sort(np.asarray(self.Cs, dtype=float))
+        if grid.ndim != 1 or grid.size == 0 or not (grid > 0).all():
+            raise MetaLearnerError(f"Cs must be a positive int or positive floats, got {self.Cs}")
+        return grid
+
+    def _fit(self, X, y, groups):
+        grid = self._grid()
+        if not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
+            raise MetaLearnerError(f"max_iter must be a positive int, got {self.max_iter!r}")
+        if not isinstance(self.cv, numbers.Integral) or self.cv < 2:
+            raise MetaLearnerError(f"cv must be an int >= 2, got {self.cv!r}")
+        if grid.size == 1:
+            self.C_ = float(grid[0])
+            self.cv_loss_ = np.array([np.nan])
+        else:
+            Xs, ys, gs = self._cv_subset(X, y, groups)
+            if gs is not None:
+                folds = grouped_folds(ys, gs, self.cv, self.random_state)
+            else:
+                k = int(min(self.cv, np.bincount(ys).min()))
+                if k < 2:
+                    raise MetaLearnerError("too few images of one class to choose C by CV")
+                folds = list(StratifiedKFold(k, shuffle=True, random_state=self.random_state)
+                             .split(Xs, ys))
+            loss = np.zeros(grid.size)
+            A = _with_ones(Xs)
+            y_all, y = y, ys
+            for tr, te in folds:
+                if np.unique(y[tr]).size < 2:
+                    raise MetaLearnerError("a CV training fold holds one class only; "
+                                           "too few groups per class")
+                Atr, ytr, Ate, yte = A[tr], y[tr], A[te], y[te]
+                start = None
+                for j, C in enumerate(grid):  # warm-started along the C path: few steps each
+                    coef, icpt, _ = _fit_l2_logistic(Atr, ytr, C, self.max_iter, start)
+                    start = (coef, icpt)
+                    z = Ate[:, :-1] @ coef + icpt
+                    loss[j] += np.sum(np.logaddexp(0.0, z) - yte * z)
+            self.cv_loss_ = loss / y.size
+            self.C_ = float(grid[int(np.argmin(self.cv_loss_))])
+            y = y_all
+        self.Cs_ = grid
+        self.coef_, self.intercept_, self.n_iter_ = _fit_l2_logistic(
+            _with_ones(X), y, self.C_, self.max_iter)
+
+    def _cv_subset(self, X, y, groups):
+        if not isinstance(self.cv_max_rows, numbers.Integral) or self.cv_max_rows < 2:
+            raise MetaLearnerError(f"cv_max_rows must be an int >= 2, got {self.cv_max_rows!r}")
+        if X.shape[0] <= self.cv_max_rows:
+            return X, y, groups
+        rng = np.random.default_rng(self.random_state)
+        g = groups if groups is not None else np.arange(X.shape[0])
+        uniq, codes = np.unique(g, return_inverse=True)
+        keep_share = self.cv_max_rows / X.shape[0]
+        keep = rng.random(uniq.size) < keep_share
+        rows = np.flatnonzero(keep[codes.ravel()])
+        if np.unique(y[rows]).size < 2:
+            return X, y, groups
+        return X[rows], y[rows], (groups[rows] if groups is not None else None)
+
+    def _decision(self, X):
+        return X @ self.coef_ + self.intercept_
+
+    def weight_table(self):
+        return {"coef": self.coef_, "intercept": self.intercept_, "C": self.C_}
+
+
+class CaruanaSelection(LogitMetaLearner):
+    """Greedy ensemble selection with replacement (Caruana et al., ICML 2004).
+
+    Starting from the `n_init` best single models (sorted initialisation), repeatedly add the
+    model (repeats allowed) whose inclusion most improves `metric` of the averaged
+    probability on the fit data; the weights are the selection counts. With `n_bags` > 1,
+    each bag selects from a random `bag_fraction` of the models and the counts are summed
+    (Caruana's bagged selection, which resists overfitting the fit data)."""
+
+    def __init__(self, n_iter: int = 50, metric: str = "log_loss", n_init: int = 0,
+                 n_bags: int = 1, bag_fraction: float = 0.5, calibration: str | None = None,
+                 random_state=None):
+        self.n_iter = n_iter
+        self.metric = metric
+        self.n_init = n_init
+        self.n_bags = n_bags
+        self.bag_fraction = bag_fraction
+        self.calibration = calibration
+        self.random_state = random_state
+
+    def _check_params(self) -> None:
+        if self.metric not in ("log_loss", "accuracy"):
+            raise MetaLearnerError(f"metric must be 'log_loss' or 'accuracy', got {self.metric!r}")
+        for name in ("n_iter", "n_bags"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Integral) or v < 1:
+                raise MetaLearnerError(f"{name} must be a positive int, got {v!r}")
+        if not isinstance(self.n_init, numbers.Integral) or self.n_init < 0:
+            raise MetaLearnerError(f"n_init must be an int >= 0, got {self.n_init!r}")
+        if not 0.0 < float(self.bag_fraction) <= 1.0:
+            raise MetaLearnerError(f"bag_fraction must be in (0, 1], got {self.bag_fraction!r}")
+        _check_calibration(self.calibration)
+
+    def _score(self, S: np.ndarray, t: int, y: np.ndarray) -> np.ndarray:
+        """Lower is better, for ensembles whose summed probability of the true class is S
+        over t members (columns of S are candidates). Accuracy ties go to log-loss."""
+        nll = np.log(t) - np.mean(np.log(np.maximum(S, _PCLIP * t)), axis=0)
+        if self.metric == "log_loss":
+            return nll
+        yy = (y[:, None] if S.ndim == 2 else y).astype(bool)
+        # Real iff P(Real) > 0.5: a real is right iff S > t/2, a fake iff S >= t/2
+        half = 0.5 * t
+        err = np.mean(np.where(yy, half >= S, half > S), axis=0)
+        return err + 1e-6 * nll / (1.0 + nll)
+
+    def _select(self, Q: np.ndarray, y: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, list]:
+        """Greedy selection on Q = each model's probability of the true class."""
+        counts = np.zeros(Q.shape[1], dtype=np.int64)
+        Qc = Q[:, cols]
+        total = np.zeros(Q.shape[0])
+        t = 0
+        trajectory = []
+        if self.n_init:
+            best = np.argsort(self._score(Qc, 1, y), kind="stable")[: self.n_init]
+            for j in best:
+                counts[cols[j]] += 1
+                total += Qc[:, j]
+                t += 1
+            trajectory.append(float(self._score(total, t, y)))
+        cand = np.empty_like(Qc)
+        for _ in range(self.n_iter):
+            np.add(total[:, None], Qc, out=cand)
+            j = int(np.argmin(self._score(cand, t + 1, y)))
+            counts[cols[j]] += 1
+            total += Qc[:, j]
+            t += 1
+            trajectory.append(float(self._score(total, t, y)))
+        return counts, trajectory
+
+    def _fit(self, X, y, groups):
+        self._check_params()
+        self.calib_a_, self.calib_b_ = fit_calibration(X, y, self.calibration)
+        P = calibrated_probs(X, self.calib_a_, self.calib_b_)
+        Q = np.where(y[:, None] == 1, P, 1.0 - P)
+        m = P.shape[1]
+        rng = np.random.default_rng(self.random_state)
+        counts = np.zeros(m, dtype=np.int64)
+        self.trajectories_ = []
+        for _ in range(self.n_bags):
+            if self.n_bags == 1:
+                cols = np.arange(m)
+            else:
+                size = max(1, int(round(self.bag_fraction * m)))
+                cols = np.sort(rng.choice(m, size=size, replace=False))
+            c, traj = self._select(Q, y, cols)
+            counts += c
+            self.trajectories_.append(traj)
+        self.counts_ = counts
+        self.weights_ = counts / counts.sum()
+
+    def _decision(self, X):
+        return prob_to_logit(calibrated_probs(X, self.calib_a_, self.calib_b_) @ self.weights_)
+
+    def weight_table(self):
+        out = {"count": self.counts_.astype(float), "weight": self.weights_}
+        if self.calibration is not None:
+            out.update(calib_a=self.calib_a_, calib_b=self.calib_b_)
+        return out

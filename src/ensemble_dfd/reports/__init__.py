@@ -1,0 +1,1 @@
+"""Writers: tables, figures, reports."""

@@ -1,0 +1,58 @@
+"""Table writers: CSV and dependency-free Markdown, written atomically."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from ensemble_dfd.runio import atomic_write, write_text
+
+
+def fmt_value(v, digits: int = 3) -> str:
+    """Numbers with `digits` decimals, ints as ints, NaN/None as an em dash."""
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int) or (hasattr(v, "dtype") and getattr(v.dtype, "kind", "") in "iu"):
+        return str(int(v))
+    if isinstance(v, float) or hasattr(v, "dtype"):
+        f = float(v)
+        if math.isnan(f):
+            return "—"
+        return f"{f:.{digits}f}"
+    return str(v).replace("|", "\\|")
+
+
+def fmt_ci(v, lo, hi, digits: int = 3) -> str:
+    """`0.812 [0.780, 0.840]`; the bracket is left out when the interval is undefined."""
+    s = fmt_value(v, digits)
+    if lo is None or hi is None or any(math.isnan(float(x)) for x in (lo, hi)):
+        return s
+    return f"{s} [{float(lo):.{digits}f}, {float(hi):.{digits}f}]"
+
+
+def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None,
+                   digits: int = 3, align_numbers: bool = True) -> str:
+    """A GitHub Markdown table of `df` (all or the given columns)."""
+    cols = list(columns) if columns is not None else list(df.columns)
+    head = "| " + " | ".join(str(c) for c in cols) + " |"
+    aligns = []
+    for c in cols:
+        numeric = c in df and pd.api.types.is_numeric_dtype(df[c])
+        aligns.append("---:" if (numeric and align_numbers) else "---")
+    lines = [head, "|" + "|".join(aligns) + "|"]
+    for _, row in df[cols].iterrows():
+        lines.append("| " + " | ".join(fmt_value(row[c], digits) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: str | Path, df: pd.DataFrame, float_format: str | None = None) -> Path:
+    return atomic_write(path, lambda p: df.to_csv(p, index=False, float_format=float_format))
+
+
+def write_markdown(path: str | Path, text: str) -> Path:
+    return write_text(path, text)
