@@ -28,3 +28,33 @@ def dfd_mini() -> Path:
 @pytest.fixture(scope="session")
 def wild() -> Path:
     return _need(SHARED_DATA / "wild")
+
+
+TINY_TRAIN = ["--image-size", "32", "--weights", "none", "--epochs-frozen", "1",
+              "--epochs-finetune", "1", "--batch-size", "16",
+              "--set", "train.freeze_base=false", "--set", "train.base_bn_training=true",
+              "--set", "train.bn_momentum=0.9", "--set", "train.lr_frozen=1e-3"]
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory) -> Path:
+    """A small synthetic face dataset in the study's layout (no ../shared needed)."""
+    from ensemble_dfd.data.synthetic import make_dataset
+
+    out = tmp_path_factory.mktemp("synthetic") / "syn"
+    make_dataset(out, identities=16, frames=3, size_range=(40, 56), seed=3)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_dataset, tmp_path_factory) -> Path:
+    """A real run folder: two tiny models (M6, M2 at 32 px) trained on synthetic faces,
+    logits collected on validation and test, meta-learners stacked. Takes ~2 min on 2 cores;
+    tests must not modify it (copy it with shutil.copytree first)."""
+    from ensemble_dfd import base_train, stack
+
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    assert base_train.main(["--data", str(synthetic_dataset), "--out", str(run),
+                            "--models", "M6,M2", *TINY_TRAIN]) == 0
+    assert stack.main(["--run", str(run), "--bootstrap", "100"]) == 0
+    return run

@@ -12,14 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import TINY_TRAIN as TINY
 
 from ensemble_dfd import base_train, collect, logits
 from ensemble_dfd.data.synthetic import make_dataset
-
-TINY = ["--image-size", "32", "--weights", "none", "--epochs-frozen", "1",
-        "--epochs-finetune", "1", "--batch-size", "16",
-        "--set", "train.freeze_base=false", "--set", "train.base_bn_training=true",
-        "--set", "train.bn_momentum=0.9", "--set", "train.lr_frozen=1e-3"]
 
 
 @pytest.fixture(scope="module")

@@ -49,14 +49,16 @@ def resolve_config(args: argparse.Namespace, flags: dict[str, Any]) -> RunConfig
 def record_config(run_dir: Path, cfg: RunConfig, overwrite: bool) -> None:
     """Write run_dir/config.toml; an existing one must describe the same run.
 
-    Models may differ (one run folder can be filled by several --models calls), and keys
-    added to the code since the file was written take their defaults on both sides.
+    Models may differ (one run folder can be filled by several --models calls), so may the
+    [pipeline] inputs, and keys added to the code since the file was written take their
+    defaults on both sides.
     """
     path = run_dir / "config.toml"
     if path.exists() and not overwrite:
         recorded = load_config(path)
         same_models = dataclasses.replace(recorded.train, models=cfg.train.models)
-        if dataclasses.replace(recorded, train=same_models) != cfg:
+        recorded = dataclasses.replace(recorded, train=same_models, pipeline=cfg.pipeline)
+        if recorded != cfg:
             raise RunExistsError(
                 f"{path}: this run folder was made with a different config; use another "
                 "--out, or --overwrite to replace its config")

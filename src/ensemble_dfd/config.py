@@ -71,6 +71,20 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    """What `python -m ensemble_dfd.pipeline` chains; paths are relative to the working dir."""
+
+    data: str = ""  # a dataset folder in the study's layout (or its manifest.csv)
+    videos: str = ""  # or videos + labels CSV, turned into a dataset by `prepare all`
+    labels: str = ""
+    extra_videos: dict[str, str] = field(default_factory=dict)  # split -> folder with labels.csv
+    extra_data: dict[str, str] = field(default_factory=dict)  # split -> dataset folder
+    extra_every: int = 0  # frame step for extra videos (0: prepare.every)
+    stack: bool = True
+    report: bool = True
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = "run"
     seed: int = 1234
@@ -78,6 +92,7 @@ class RunConfig:
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 
 def _coerce(cls: type, name: str, value: Any) -> Any:
@@ -117,7 +132,7 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
             raise ConfigError(f"unknown key '{where}{key}' (known: {', '.join(known)})")
         sub = known[key].type
         sub_cls = {"PrepareConfig": PrepareConfig, "DataConfig": DataConfig,
-                   "TrainConfig": TrainConfig}.get(str(sub))
+                   "TrainConfig": TrainConfig, "PipelineConfig": PipelineConfig}.get(str(sub))
         if sub_cls is not None:
             if not isinstance(value, dict):
                 raise ConfigError(f"'{where}{key}' must be a table")

@@ -51,7 +51,7 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]],
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(6.4, 6.0))
     ens = [n for n in curves if kinds.get(n) == "ensemble"]
-    palette = dict(zip(ens, sns.color_palette("tab10", max(1, len(ens))), strict=False))
+    palette = dict(zip(ens, sns.color_palette("husl", max(1, len(ens))), strict=False))
     for name, (fpr, tpr, auc) in curves.items():
         x, y = thin_curve(np.asarray(fpr), np.asarray(tpr))
         label = f"{name} (AUC {auc:.3f})" if np.isfinite(auc) else name
@@ -100,6 +100,148 @@ def ci_figure(table: pd.DataFrame, metrics: tuple[str, ...], title: str,
         ax.set_title(m.upper())
     axes[0][0].set_yticks(y, table["predictor"].tolist())
     axes[0][0].invert_yaxis()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------
+# report figures (analysis/): diversity heatmaps, error by bin, degradation curves
+
+_DIVERSITY_TITLES = {"disagreement": "disagreement rate", "yule_q": "Yule's Q",
+                     "double_fault": "double fault", "kappa": "Cohen's kappa",
+                     "logit_corr": "logit correlation"}
+
+
+def heatmaps_figure(matrices: Mapping[str, pd.DataFrame], title: str):
+    """One seaborn heatmap per square (model x model) matrix, side by side."""
+    plt = pyplot()
+    import seaborn as sns
+
+    sns.set_theme(style="white")
+    k = len(matrices)
+    m = max((len(v) for v in matrices.values()), default=1)
+    side = max(3.2, 0.38 * m + 1.6)
+    fig, axes = plt.subplots(1, k, figsize=(side * k, side), squeeze=False)
+    for ax, (name, mat) in zip(axes[0], matrices.items(), strict=True):
+        signed = name in ("yule_q", "kappa", "logit_corr")
+        sns.heatmap(mat.astype(float), ax=ax, annot=m <= 12, fmt=".2f", square=True,
+                    cmap="RdBu_r" if signed else "viridis", vmin=-1 if signed else 0,
+                    vmax=1 if signed else None, cbar=False, annot_kws={"fontsize": 7})
+        ax.set_title(_DIVERSITY_TITLES.get(name, name), fontsize=10)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def wrong_count_figure(counts: pd.DataFrame, title: str):
+    """Stacked bars: how many reals and fakes k models get wrong, for each k."""
+    plt = pyplot()
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(counts) + 2), 3.4))
+    x = counts["n_wrong"].to_numpy()
+    ax.bar(x, counts["real"], color="tab:green", label="real")
+    ax.bar(x, counts["fake"], bottom=counts["real"], color="tab:red", label="fake")
+    ax.set(xlabel="number of models wrong", ylabel="images", title=title, xticks=x)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _style(kind: str, name: str, best: str | None, palette: Mapping[str, object]) -> dict:
+    if kind == "ensemble":
+        return {"color": palette[name], "lw": 2.0, "label": name}
+    if name == best:
+        return {"color": "black", "lw": 2.0, "ls": "--", "label": f"{name} (best single)"}
+    return {"color": "0.6", "lw": 0.8, "alpha": 0.8, "label": name}
+
+
+def error_by_bin_figure(bins: pd.DataFrame, title: str, best: str | None = None,
+                        primary: str | None = None, ncols: int = 4):
+    """One panel per property: error rate per quantile bin for every predictor (other
+    models thin grey, ensembles coloured); the best single model and the `primary`
+    ensemble carry their Wilson intervals (all of them would hide the lines)."""
+    plt = pyplot()
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid")
+    props = list(dict.fromkeys(bins["property"]))
+    ncols = max(1, min(ncols, len(props)))
+    nrows = max(1, -(-len(props) // ncols))
+    fig, grid = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.3 * nrows), squeeze=False,
+                             sharey=True)
+    axes = [grid.ravel()]
+    for ax in grid.ravel()[len(props):]:
+        ax.set_visible(False)
+    ens = list(dict.fromkeys(bins.loc[bins["kind"] == "ensemble", "predictor"]))
+    palette = dict(zip(ens, sns.color_palette("husl", max(1, len(ens))), strict=False))
+    for ax, prop in zip(axes[0], props, strict=False):
+        part = bins[bins["property"] == prop]
+        for (name, kind), g in part.groupby(["predictor", "kind"], sort=False):
+            st = _style(kind, name, best, palette)
+            x = g["bin"].to_numpy()
+            yv = g["error_rate"].to_numpy(float)
+            if name in (best, primary):
+                err = np.vstack([yv - g["ci_lo"].to_numpy(float), g["ci_hi"].to_numpy(float) - yv])
+                ax.errorbar(x + (0.04 if kind == "ensemble" else 0), yv,
+                            yerr=np.clip(np.nan_to_num(err), 0, None), capsize=2, marker="o",
+                            ms=3, **st)
+            else:
+                ax.plot(x, yv, marker=".", **st)
+        first = part.drop_duplicates("bin")
+        ax.set_xticks(first["bin"], [f"{lo:.3g}–{hi:.3g}" for lo, hi in
+                                     zip(first["lo"], first["hi"], strict=True)],
+                      rotation=35, fontsize=7, ha="right")
+        ax.set_title(prop, fontsize=10)
+        ax.set_ylim(0, 1)
+    for row in grid:
+        row[0].set_ylabel("error rate")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    keep = [(h, lab) for h, lab in zip(handles, labels, strict=True)
+            if lab in ens or lab.endswith("(best single)")]
+    if keep:
+        fig.legend(*zip(*keep, strict=True), loc="lower center", ncol=min(6, len(keep)),
+                   fontsize=7, bbox_to_anchor=(0.5, -0.08))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def degradation_figure(results: pd.DataFrame, title: str, best: str | None = None,
+                       metrics: tuple[str, ...] = ("acc", "auc")):
+    """Rows: metrics; columns: degradations; x: level (0 = original) labelled by value."""
+    plt = pyplot()
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid")
+    degs = list(dict.fromkeys(results["degradation"]))
+    fig, axes = plt.subplots(len(metrics), max(1, len(degs)),
+                             figsize=(3.6 * max(1, len(degs)), 2.9 * len(metrics)),
+                             squeeze=False, sharey="row")
+    ens = list(dict.fromkeys(results.loc[results["kind"] == "ensemble", "predictor"]))
+    palette = dict(zip(ens, sns.color_palette("husl", max(1, len(ens))), strict=False))
+    for r, metric in enumerate(metrics):
+        for c, deg in enumerate(degs):
+            ax = axes[r][c]
+            part = results[results["degradation"] == deg]
+            for (name, kind), g in part.groupby(["predictor", "kind"], sort=False):
+                ax.plot(g["level"], g[metric].astype(float), marker="o", ms=3,
+                        **_style(kind, name, best, palette))
+            lv = part.drop_duplicates("level")
+            ax.set_xticks(lv["level"], ["orig" if lvl == 0 else f"{v:g}" for lvl, v in
+                                        zip(lv["level"], lv["value"], strict=True)])
+            ax.set_ylim(0, 1.02)
+            if r == 0:
+                ax.set_title(f"{deg}: {part['unit'].iloc[0]}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(metric.upper())
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    keep = [(h, lab) for h, lab in zip(handles, labels, strict=True)
+            if lab in ens or lab.endswith("(best single)")]
+    if keep:
+        fig.legend(*zip(*keep, strict=True), loc="lower center", ncol=min(6, len(keep)),
+                   fontsize=7, bbox_to_anchor=(0.5, -0.05))
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -1,0 +1,531 @@
+"""Verdicts on new media: the core shared by ``predict`` (CLI) and ``serve`` (web service).
+
+Pipeline: input file -> kept frames (videos) -> faces, found with the run's own ``[prepare]``
+settings (frame step, width cap, detector, upsample, margin, one-face rule) -> each face
+through every base model -> the chosen meta-learner -> a verdict per face and an aggregate
+per input.
+
+Faces are re-encoded as JPEG at the run's ``prepare.jpeg_quality`` before the models see them,
+because the training crops were stored that way (``prepare`` writes JPEG, training reads it).
+
+Face modes (``--faces``):
+- ``detect``: always run the detector (images and video frames);
+- ``as-is``: the whole image (or each kept video frame) is the face crop, no detection;
+- ``auto`` (default): detect; an *image* in which no face is kept and whose longer side is at
+  most ``AUTO_CROP_MAX_SIDE`` px is taken whole as a face crop (the dataset's crops are
+  70-830 px, DFDC's 224; HOG misses some tight crops). Video frames are never taken whole.
+  To reproduce the training input of a dataset crop exactly, use ``as-is``.
+
+Pure parts (file sniffing, aggregation, choosing the learner) are plain functions; model
+loading and inference live in ``Predictor``. TensorFlow is imported only when a Predictor
+loads its models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ensemble_dfd.config import PrepareConfig, load_config
+from ensemble_dfd.data import faces as facelib
+from ensemble_dfd.data import frames as framelib
+from ensemble_dfd.data.images import ImageReadError, read_rgb, resize
+
+AGGREGATES = ("mean", "fake_fraction", "max_fake")
+FACE_MODES = ("auto", "detect", "as-is")
+AUTO_CROP_MAX_SIDE = 256
+DEFAULT_LEARNER = "soft_vote"
+STACK_DIR = "stack"
+
+
+class InputError(ValueError):
+    """An input that is not a readable image or video (the message names the file)."""
+
+
+class NoFaceError(InputError):
+    """An input in which no face was kept."""
+
+
+class RunError(ValueError):
+    """A run folder that cannot be used for predictions."""
+
+
+# ---------------------------------------------------------------- file types by content
+
+
+def sniff(head: bytes) -> str | None:
+    """'image', 'video' or None from a file's first bytes (magic numbers, never the name).
+
+    Images: the formats OpenCV decodes (JPEG, PNG, BMP, WebP, TIFF). Videos: ISO-BMFF
+    (MP4/MOV/M4V/3GP), Matroska/WebM, AVI, MPEG-PS/TS, FLV, ASF/WMV.
+    """
+    if head.startswith(b"\xff\xd8\xff") or head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image"
+    if head.startswith(b"BM") and len(head) >= 14:
+        return "image"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "image"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "video"
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):
+        return "video"
+    if head.startswith((b"\x1a\x45\xdf\xa3", b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3",
+                        b"FLV\x01", b"\x30\x26\xb2\x75\x8e\x66\xcf\x11")):
+        return "video"
+    if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:  # MPEG transport stream
+        return "video"
+    return None
+
+
+SNIFF_BYTES = 512
+
+
+def sniff_file(path: str | Path) -> str | None:
+    with Path(path).open("rb") as fh:
+        return sniff(fh.read(SNIFF_BYTES))
+
+
+def expand_inputs(paths: Sequence[str | Path]) -> tuple[list[tuple[Path, str]], list[str]]:
+    """Files to score as (path, kind), and notes on skipped files inside folders.
+
+    A named file that is missing or neither image nor video raises InputError; files in a
+    folder that are not media (labels.csv, notes) are skipped with a note.
+    """
+    out: list[tuple[Path, str]] = []
+    notes: list[str] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = 0
+            for f in sorted(x for x in p.rglob("*") if x.is_file()
+                            and not x.name.startswith(".")):
+                kind = sniff_file(f)
+                if kind is None:
+                    notes.append(f"{f}: not an image or video (skipped)")
+                    continue
+                out.append((f, kind))
+                found += 1
+            if not found:
+                raise InputError(f"{p}: folder holds no image or video")
+        elif p.is_file():
+            kind = sniff_file(p)
+            if kind is None:
+                raise InputError(f"{p}: not an image or video (by its content)")
+            out.append((p, kind))
+        else:
+            raise InputError(f"{p}: no such file or folder")
+    return out, notes
+
+
+# ---------------------------------------------------------------- faces
+
+
+@dataclass
+class Face:
+    """One face crop ready for the models, and where it came from."""
+
+    frame: int  # frame index in a video; 0 for an image
+    box: tuple[int, int, int, int] | None  # (top, right, bottom, left); None = whole image
+    rgb: np.ndarray  # uint8 crop as the models see it (before the per-model resize)
+    jpeg: bytes  # the same crop as JPEG (what prepare stored; shown by the web page)
+
+
+@dataclass
+class InputFaces:
+    """The faces of one input plus what reading it gave."""
+
+    input: str
+    kind: str  # "image" or "video"
+    faces: list[Face] = field(default_factory=list)
+    frames_kept: int = 0
+    dropped_no_face: int = 0
+    dropped_multi_face: int = 0
+    whole_image: bool = False  # auto mode used the image whole
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def encode_crop(rgb: np.ndarray, quality: int) -> tuple[np.ndarray, bytes]:
+    """JPEG round trip at prepare's quality: training crops went through it too."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise InputError("could not encode a face crop as JPEG")
+    data = buf.tobytes()
+    back = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return cv2.cvtColor(back, cv2.COLOR_BGR2RGB), data
+
+
+def faces_in_frame(rgb: np.ndarray, p: PrepareConfig
+                   ) -> tuple[list[tuple[int, int, int, int]], str]:
+    """Boxes kept in one RGB frame, exactly as ``prepare`` keeps them (detect, one-face rule,
+    margin); and why the frame was dropped ('' if kept)."""
+    boxes = facelib.face_locations(rgb, p.upsample, p.detector)
+    kept, why = facelib.select_faces(boxes, p.one_face_only)
+    return [facelib.expand_box(b, p.margin, rgb.shape) for b in kept], why
+
+
+def _add_detected(res: InputFaces, index: int, rgb: np.ndarray, p: PrepareConfig) -> None:
+    boxes, why = faces_in_frame(rgb, p)
+    if why:
+        setattr(res, f"dropped_{why}", getattr(res, f"dropped_{why}") + 1)
+    for box in boxes:
+        crop, data = encode_crop(np.ascontiguousarray(facelib.crop(rgb, box)), p.jpeg_quality)
+        res.faces.append(Face(index, tuple(int(v) for v in box), crop, data))
+
+
+def _add_whole(res: InputFaces, index: int, rgb: np.ndarray, quality: int,
+               reencode: bool) -> None:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    data = buf.tobytes() if ok else b""
+    crop = encode_crop(rgb, quality)[0] if reencode else rgb
+    res.faces.append(Face(index, None, crop, data))
+
+
+def extract_faces(path: str | Path, kind: str, p: PrepareConfig, mode: str = "auto",
+                  name: str | None = None, strict: bool = False) -> InputFaces:
+    """Faces of one image or video with the run's prepare settings.
+
+    Raises InputError (naming the file) for unreadable input; with ``strict`` a video that
+    ends before its declared length is an error too (the web service refuses those).
+    """
+    if mode not in FACE_MODES:
+        raise ValueError(f"faces mode must be one of {FACE_MODES}, got {mode!r}")
+    path = Path(path)
+    res = InputFaces(name or str(path), kind)
+    t0 = time.perf_counter()
+    try:
+        if kind == "image":
+            try:
+                rgb = read_rgb(path)
+            except ImageReadError as exc:
+                raise InputError(str(exc) if name is None else
+                                 str(exc).replace(str(path), name)) from None
+            res.frames_kept = 1
+            if mode == "as-is":
+                # a crop given as-is is used as the dataset's crops were: the file decoded
+                _add_whole(res, 0, rgb, p.jpeg_quality, reencode=False)
+            else:
+                _add_detected(res, 0, framelib.cap_width(rgb, p.max_width), p)
+                if not res.faces and mode == "auto" and max(rgb.shape[:2]) <= AUTO_CROP_MAX_SIDE:
+                    res.whole_image = True
+                    _add_whole(res, 0, rgb, p.jpeg_quality, reencode=False)
+        elif kind == "video":
+            report = framelib.FrameReport(str(path))
+            try:
+                for index, bgr in framelib.iter_frames(path, p.every, p.every_seconds,
+                                                       p.max_width, report):
+                    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                    res.frames_kept += 1
+                    if mode == "as-is":
+                        _add_whole(res, index, rgb, p.jpeg_quality, reencode=True)
+                    else:
+                        _add_detected(res, index, rgb, p)
+            except framelib.VideoReadError as exc:
+                msg = str(exc) if name is None else str(exc).replace(str(path), name)
+                raise InputError(msg) from None
+            if report.error:
+                msg = f"{res.input}: {report.error}"
+                if strict:
+                    raise InputError(msg)
+                res.warnings.append(msg)
+        else:
+            raise InputError(f"{res.input}: not an image or video")
+    except (cv2.error, RuntimeError) as exc:  # dlib raises RuntimeError on odd input
+        raise InputError(f"{res.input}: {type(exc).__name__}: {exc}") from None
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def no_face_message(res: InputFaces) -> str:
+    what = ("the image" if res.kind == "image" else f"{res.frames_kept} kept frame(s)")
+    extra = (f" ({res.dropped_multi_face} frame(s) with several faces dropped: the run keeps "
+             "only frames with exactly one face)" if res.dropped_multi_face else "")
+    return f"{res.input}: no face found in {what}{extra}"
+
+
+# ---------------------------------------------------------------- pure scoring logic
+
+
+def sigmoid(z: np.ndarray | float) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free logistic
+
+
+def aggregate(p_real: np.ndarray, threshold_prob: float, how: str = "mean"
+              ) -> tuple[float, str]:
+    """One input's score and verdict from its faces' P(real).
+
+    mean: mean P(real), real iff > threshold; fake_fraction: score = share of faces called
+    real, real iff > 0.5 (a tie is fake); max_fake: the most fake-looking face decides
+    (score = min P(real)). Ties go to 'fake' everywhere, like the per-face rule (real iff >).
+    """
+    p = np.asarray(p_real, dtype=np.float64)
+    if p.size == 0:
+        raise ValueError("no faces to aggregate")
+    if how == "mean":
+        score = float(p.mean())
+        return score, "real" if score > threshold_prob else "fake"
+    if how == "fake_fraction":
+        score = float((p > threshold_prob).mean())
+        return score, "real" if score > 0.5 else "fake"
+    if how == "max_fake":
+        score = float(p.min())
+        return score, "real" if score > threshold_prob else "fake"
+    raise ValueError(f"aggregate must be one of {AGGREGATES}, got {how!r}")
+
+
+def threshold_to_prob(threshold_logit: float) -> float:
+    return float(sigmoid(threshold_logit))
+
+
+def read_stack_json(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / STACK_DIR / "stack.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: not valid JSON: {exc}") from None
+
+
+def choose_learner(requested: str | None, stack_info: dict[str, Any], models: list[str],
+                   saved_learners: list[str]) -> tuple[str, str]:
+    """(kind, name): kind 'model' (one base model), 'learner' (a saved meta-learner) or
+    'mean' (built-in soft vote: mean P(real) of all models, threshold 0.5).
+
+    Default: the ensemble stack.json recommends (key ``recommended`` or ``best_ensemble``)
+    if present, else the saved ``soft_vote``, else the built-in soft vote. ``best_single``
+    names the stack's best single model.
+    """
+    if requested in (None, "", "auto"):
+        for key in ("recommended", "best_ensemble"):
+            name = stack_info.get(key)
+            if isinstance(name, str) and name:
+                return choose_learner(name, stack_info, models, saved_learners)
+        if DEFAULT_LEARNER in saved_learners:
+            return "learner", DEFAULT_LEARNER
+        return "mean", "soft_vote_builtin"
+    if requested == "best_single":
+        best = stack_info.get("best_single")
+        if not best:
+            raise RunError("--learner best_single: the run has no stack/stack.json naming it")
+        requested = best
+    if requested in models:
+        return "model", requested
+    if requested in saved_learners:
+        return "learner", requested
+    if requested == "soft_vote_builtin":
+        return "mean", requested
+    raise RunError(f"--learner {requested}: neither a trained model ({', '.join(models)}) nor "
+                   f"a fitted meta-learner in stack/learners "
+                   f"({', '.join(saved_learners) or 'none'})")
+
+
+# ---------------------------------------------------------------- the predictor
+
+
+@dataclass
+class Timing:
+    detect_s: float = 0.0
+    models_s: float = 0.0
+    combine_s: float = 0.0
+
+
+class Predictor:
+    """A run loaded once: prepare settings, all finished base models, one combiner.
+
+    Thread-safe: face extraction may run in parallel, model inference is serialised by a
+    lock (Keras models are not guaranteed safe under concurrent ``predict``).
+    """
+
+    def __init__(self, run_dir: str | Path, learner: str | None = None,
+                 aggregate: str = "mean", faces: str = "auto", batch_size: int = 64):
+        from ensemble_dfd.collect import trained_models
+        from ensemble_dfd.logits import StoreError
+
+        self.run_dir = Path(run_dir)
+        cfg_path = self.run_dir / "config.toml"
+        if not cfg_path.is_file():
+            raise RunError(f"{self.run_dir}: no config.toml (is it a run folder?)")
+        self.config = load_config(cfg_path)
+        self.prepare: PrepareConfig = self.config.prepare
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"--aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+        if faces not in FACE_MODES:
+            raise ValueError(f"--faces must be one of {FACE_MODES}, got {faces!r}")
+        self.aggregate, self.face_mode, self.batch_size = aggregate, faces, batch_size
+        try:
+            self.model_paths = trained_models(self.run_dir)
+        except StoreError as exc:
+            raise RunError(str(exc)) from None
+        self.model_refs = list(self.model_paths)
+        self.stack_info = read_stack_json(self.run_dir)
+        ldir = self.run_dir / STACK_DIR / "learners"
+        saved = sorted(p.stem for p in ldir.glob("*.joblib")) if ldir.is_dir() else []
+        self.learner_kind, self.learner_name = choose_learner(
+            learner, self.stack_info, self.model_refs, saved)
+        thresholds = self.stack_info.get("thresholds", {})
+        # per-model thresholds from the stack (logit scale; 0 = the study's sigmoid 0.5)
+        self.model_thresholds = {m: float(thresholds.get(m, 0.0)) for m in self.model_refs}
+        self.meta = None
+        if self.learner_kind == "learner":
+            from ensemble_dfd.stack import load_meta_learner
+
+            # only ever from this run's own folder: no path from a user reaches joblib
+            self.meta = load_meta_learner(ldir / f"{self.learner_name}.joblib",
+                                          self.model_refs)
+            self.threshold = self.meta.threshold
+        elif self.learner_kind == "model":
+            self.threshold = self.model_thresholds[self.learner_name]
+        else:
+            self.threshold = 0.0
+        self.threshold_prob = threshold_to_prob(self.threshold)
+        t0 = time.perf_counter()
+        from ensemble_dfd.train import load_model  # TensorFlow is imported here
+
+        self.models = {ref: load_model(p) for ref, p in self.model_paths.items()}
+        self.sizes = {ref: int(m.input_shape[1]) for ref, m in self.models.items()}
+        self.load_seconds = time.perf_counter() - t0
+        self._lock = threading.Lock()
+        self.timing = Timing()
+
+    # -- describing ------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        return {"run": self.run_dir.name, "models": self.model_refs,
+                "input_sizes": self.sizes, "learner": self.learner_name,
+                "learner_kind": self.learner_kind, "threshold": self.threshold_prob,
+                "aggregate": self.aggregate, "faces_mode": self.face_mode,
+                "prepare": {k: getattr(self.prepare, k) for k in (
+                    "every", "every_seconds", "max_width", "detector", "upsample", "margin",
+                    "one_face_only", "jpeg_quality")}}
+
+    # -- the steps -------------------------------------------------------------------
+    def extract(self, path: str | Path, kind: str, name: str | None = None,
+                strict: bool = False) -> InputFaces:
+        res = extract_faces(path, kind, self.prepare, self.face_mode, name, strict)
+        self.timing.detect_s += res.seconds
+        return res
+
+    def model_logits(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """(n_faces, n_models) logits; faces of all inputs in one batch per input size."""
+        from ensemble_dfd.train import predict_logits
+
+        out = np.zeros((len(crops), len(self.model_refs)))
+        if not crops:
+            return out
+        t0 = time.perf_counter()
+        with self._lock:
+            resized: dict[int, np.ndarray] = {}
+            for k, ref in enumerate(self.model_refs):
+                size = self.sizes[ref]
+                if size not in resized:  # models sharing an input size share the batch
+                    resized[size] = np.stack([resize(c, size) for c in crops])
+                out[:, k] = predict_logits(self.models[ref], resized[size], self.batch_size)
+        self.timing.models_s += time.perf_counter() - t0
+        return out
+
+    def combine(self, X: np.ndarray) -> np.ndarray:
+        """Ensemble logit of P(real) per face."""
+        t0 = time.perf_counter()
+        if self.learner_kind == "learner":
+            cols = [self.model_refs.index(m) for m in self.meta.models]
+            z = np.asarray(self.meta.decision(X[:, cols]), dtype=np.float64)
+        elif self.learner_kind == "model":
+            z = X[:, self.model_refs.index(self.learner_name)]
+        else:
+            p = sigmoid(X).mean(axis=1)
+            z = np.log(np.clip(p, 1e-12, 1 - 1e-12) / np.clip(1 - p, 1e-12, 1))
+        self.timing.combine_s += time.perf_counter() - t0
+        return z
+
+    def score(self, inputs: Sequence[InputFaces]) -> list[dict[str, Any]]:
+        """Per-input results (see ``result_record``) for already extracted inputs."""
+        crops = [f.rgb for r in inputs for f in r.faces]
+        X = self.model_logits(crops)
+        z = self.combine(X) if len(crops) else np.zeros(0)
+        out, start = [], 0
+        for r in inputs:
+            n = len(r.faces)
+            out.append(self.result_record(r, X[start:start + n], z[start:start + n]))
+            start += n
+        return out
+
+    def result_record(self, r: InputFaces, X: np.ndarray, z: np.ndarray) -> dict[str, Any]:
+        """The JSON result of one input: aggregate, per-model summary, per-face rows."""
+        rec: dict[str, Any] = {"input": r.input, "kind": r.kind, "faces": len(r.faces),
+                               "p_real": None, "verdict": None, "status": "ok",
+                               "aggregate": self.aggregate, "learner": self.learner_name,
+                               "threshold": round(self.threshold_prob, 6),
+                               "frames": r.frames_kept, "dropped_no_face": r.dropped_no_face,
+                               "dropped_multi_face": r.dropped_multi_face,
+                               "whole_image": r.whole_image, "models": {},
+                               "face_results": [], "warnings": list(r.warnings)}
+        if not r.faces:
+            rec["status"] = "no_face"
+            rec["error"] = no_face_message(r)
+            return rec
+        P = sigmoid(X)
+        p_ens = sigmoid(z)
+        score, verdict = aggregate(p_ens, self.threshold_prob, self.aggregate)
+        rec["p_real"], rec["verdict"] = _r(score), verdict
+        rec["fake_fraction"] = _r(float((p_ens <= self.threshold_prob).mean()))
+        for k, ref in enumerate(self.model_refs):
+            thr = threshold_to_prob(self.model_thresholds[ref])
+            s, v = aggregate(P[:, k], thr, self.aggregate)
+            rec["models"][ref] = {"p_real": _r(s), "verdict": v}
+        for i, f in enumerate(r.faces):
+            rec["face_results"].append({
+                "frame": f.frame, "box": list(f.box) if f.box else None,
+                "p_real": _r(float(p_ens[i])),
+                "verdict": "real" if z[i] > self.threshold else "fake",
+                "models": {ref: _r(float(P[i, k])) for k, ref in enumerate(self.model_refs)}})
+        return rec
+
+    def predict_paths(self, items: Iterable[tuple[Path, str]]
+                      ) -> tuple[list[dict[str, Any]], list[InputFaces]]:
+        """Extract every input, then score all faces together. Unreadable inputs give a
+        record with status 'error' (and no faces) instead of stopping the others."""
+        extracted: list[InputFaces] = []
+        errors: dict[int, str] = {}
+        for path, kind in items:
+            try:
+                extracted.append(self.extract(path, kind))
+            except InputError as exc:
+                errors[len(extracted)] = str(exc)
+                extracted.append(InputFaces(str(path), kind))
+        records = self.score(extracted)
+        for i, msg in errors.items():
+            records[i].update(status="error", error=msg)
+        return records, extracted
+
+
+def _r(x: float) -> float:
+    return float(round(x, 6)) if math.isfinite(x) else x
+
+
+# ---------------------------------------------------------------- CSV rows
+
+
+CSV_COLUMNS = ("input", "kind", "faces", "p_real", "verdict", "status", "aggregate", "learner",
+               "threshold", "fake_fraction", "frames", "error")
+
+
+def csv_row(rec: dict[str, Any], models: Sequence[str]) -> dict[str, Any]:
+    """One flat CSV row per input: the fields above plus p_real_<model> per model."""
+    row = {c: rec.get(c, "") for c in CSV_COLUMNS}
+    for m in models:
+        row[f"p_real_{m}"] = rec.get("models", {}).get(m, {}).get("p_real", "")
+    return {k: ("" if v is None else v) for k, v in row.items()}

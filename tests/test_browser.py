@@ -1,0 +1,115 @@
+"""Drive the upload page in headless Chromium (Debian's chromium + chromium-driver, Selenium).
+
+The server runs with uvicorn in a thread on 127.0.0.1 and a free port; Selenium gets the
+driver path explicitly and SE_OFFLINE=true, so Selenium Manager never downloads anything.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("ENSEMBLE_DFD_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("ENSEMBLE_DFD_CHROMEDRIVER", "/usr/bin/chromedriver")
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run")
+
+
+def _need_browser() -> None:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} absent: install Debian's chromium and "
+                    "chromium-driver packages to run the browser test")
+    pytest.importorskip("selenium", reason="selenium is not installed (dev extra)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run, tmp_path_factory):
+    """Base URL of the service for the tiny run, running in a background thread."""
+    _need_browser()
+    import uvicorn
+
+    from ensemble_dfd.serve import create_app
+
+    uploads = tmp_path_factory.mktemp("browser_uploads")
+    app = create_app(tiny_run, tmp_root=uploads)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", uploads
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture()
+def browser(tmp_path):
+    _need_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager: never download a driver/browser
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in FLAGS:
+        opts.add_argument(flag)
+    opts.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _upload_file(tmp_path) -> Path:
+    """A wild video when ../shared/data is present, else a synthetic face crop."""
+    from conftest import SHARED_DATA
+
+    wild = SHARED_DATA / "wild" / "519.mp4"
+    if wild.is_file():
+        return wild
+    from test_predict import write_crop
+
+    return write_crop(tmp_path / "face.jpg", 7)
+
+
+def test_page_upload_shows_verdict(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, uploads = server
+    media = _upload_file(tmp_path)
+    browser.get(url + "/")
+    assert "Real or fake" in browser.title or "real or fake" in browser.title.lower()
+    browser.find_element(By.ID, "file").send_keys(str(media.resolve()))
+    browser.find_element(By.ID, "submit").click()
+    verdict = WebDriverWait(browser, 180).until(
+        lambda d: d.find_element(By.ID, "verdict").get_attribute("data-verdict"))
+    text = browser.find_element(By.ID, "verdict").text
+    assert verdict in ("real", "fake"), text
+    assert verdict.upper() in text
+    votes = browser.find_elements(By.CSS_SELECTOR, "#details tr")
+    assert len(votes) == 1 + 2  # header + M2, M6
+    crops = browser.find_elements(By.CSS_SELECTOR, "#crops img")
+    assert crops and all(c.get_attribute("src").startswith("data:image/jpeg;base64,")
+                         for c in crops)
+    assert list(uploads.iterdir()) == []

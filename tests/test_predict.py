@@ -1,0 +1,287 @@
+"""`ensemble_dfd.predict` and the verdict core, on the tiny trained run and synthetic media."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from synthetic_media import make_image, make_video, truncate
+
+from ensemble_dfd import predict
+from ensemble_dfd.config import PrepareConfig
+from ensemble_dfd.data.synthetic import draw_face
+from ensemble_dfd.verdict import (
+    InputError,
+    RunError,
+    aggregate,
+    choose_learner,
+    expand_inputs,
+    extract_faces,
+    sniff,
+)
+
+# ---------------------------------------------------------------- media helpers
+
+
+def write_crop(path: Path, seed: int = 0, size: int = 48) -> Path:
+    """A drawn face crop like the synthetic training data (RGB -> BGR for OpenCV)."""
+    rgb = draw_face(np.random.default_rng(seed), size)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def write_face_video(path: Path, n_frames: int = 250, size: int = 64, seed: int = 0) -> Path:
+    """A small mp4 whose frames are one drawn face with slight jitter (frames 0/120/240 kept
+    with the default every=120)."""
+    rng = np.random.default_rng(seed)
+    face = cv2.cvtColor(draw_face(rng, size), cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (size, size))
+    assert writer.isOpened()
+    for i in range(n_frames):
+        writer.write(np.roll(face, i % 3, axis=1))
+    writer.release()
+    return path
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, list[dict], str]:
+    code = predict.main(argv)
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return code, records, err
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("media")
+    return {
+        "crop1": write_crop(d / "crop1.jpg", 1),
+        "crop2": write_crop(d / "crop2.png", 2, 56),
+        "crop3": write_crop(d / "crop3.jpg", 3, 40),
+        "video": write_face_video(d / "face.mp4"),
+        "flat_video": make_video(d / "flat.mp4", n_frames=30, size=(96, 80)),
+        "big_noface": make_image(d / "noface.jpg", size=(400, 300)),
+        "text": _write(d / "renamed.jpg", b"just some text, not an image\n" * 10),
+        "truncated": truncate(make_video(d / "cut.mp4", n_frames=60), 0.4),
+    }
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+@pytest.mark.parametrize("head, kind", [
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF", "image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 8, "image"),
+    (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image"),
+    (b"BM" + b"\0" * 20, "image"),
+    (b"\x00\x00\x00\x20ftypisom\x00\x00", "video"),
+    (b"\x1a\x45\xdf\xa3\x01\x00", "video"),
+    (b"RIFF\x00\x00\x00\x00AVI LIST", "video"),
+    (b"%PDF-1.4\n", None),
+    (b"hello world, this is text", None),
+    (b"", None),
+])
+def test_sniff_by_content(head, kind):
+    assert sniff(head) == kind
+
+
+@pytest.mark.parametrize("p, how, score, verdict", [
+    ([0.9, 0.8, 0.1], "mean", 0.6, "real"),
+    ([0.5, 0.5], "mean", 0.5, "fake"),  # ties go to fake (real iff > threshold)
+    ([0.9, 0.8, 0.1], "fake_fraction", 2 / 3, "real"),
+    ([0.9, 0.1], "fake_fraction", 0.5, "fake"),
+    ([0.9, 0.8, 0.1], "max_fake", 0.1, "fake"),
+    ([0.9, 0.7], "max_fake", 0.7, "real"),
+])
+def test_aggregate(p, how, score, verdict):
+    s, v = aggregate(np.array(p), 0.5, how)
+    assert s == pytest.approx(score) and v == verdict
+
+
+def test_aggregate_rejects_bad_input():
+    with pytest.raises(ValueError, match="no faces"):
+        aggregate(np.array([]), 0.5)
+    with pytest.raises(ValueError, match="aggregate must be one of"):
+        aggregate(np.array([0.2]), 0.5, "median")
+
+
+def test_choose_learner_rules():
+    models, saved = ["M2", "M6"], ["soft_vote", "stack_lr"]
+    assert choose_learner(None, {}, models, saved) == ("learner", "soft_vote")
+    assert choose_learner("auto", {"recommended": "stack_lr"}, models, saved) == (
+        "learner", "stack_lr")
+    assert choose_learner(None, {}, models, []) == ("mean", "soft_vote_builtin")
+    assert choose_learner("M6", {}, models, saved) == ("model", "M6")
+    assert choose_learner("best_single", {"best_single": "M2"}, models, saved) == ("model", "M2")
+    with pytest.raises(RunError, match="neither a trained model"):
+        choose_learner("nope", {}, models, saved)
+
+
+def test_expand_inputs(tmp_path, media):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    shutil.copy(media["crop1"], folder / "a.jpg")
+    shutil.copy(media["video"], folder / "clip.bin")  # a misleading name: content decides
+    (folder / "labels.csv").write_text("path,label\n")
+    items, notes = expand_inputs([folder])
+    assert [(p.name, k) for p, k in items] == [("a.jpg", "image"), ("clip.bin", "video")]
+    assert any("labels.csv" in n for n in notes)
+    with pytest.raises(InputError, match="renamed.jpg: not an image or video"):
+        expand_inputs([media["text"]])
+    with pytest.raises(InputError, match="no such file"):
+        expand_inputs([tmp_path / "missing.mp4"])
+
+
+def test_extract_faces_modes(media):
+    p = PrepareConfig()
+    whole = extract_faces(media["crop1"], "image", p, "as-is")
+    assert len(whole.faces) == 1 and whole.faces[0].box is None
+    assert whole.faces[0].rgb.shape == (48, 48, 3)
+    # a big image without a face is never taken whole, even in auto mode
+    assert extract_faces(media["big_noface"], "image", p, "auto").faces == []
+    vid = extract_faces(media["video"], "video", p, "as-is")
+    assert [f.frame for f in vid.faces] == [0, 120, 240]
+    with pytest.raises(InputError, match="cut.mp4"):
+        extract_faces(media["truncated"], "video", p, "detect")
+
+
+# ---------------------------------------------------------------- the CLI on a real run
+
+
+def test_cli_crops_json(tiny_run, media, capsys):
+    code, recs, err = run_cli([str(media["crop1"]), str(media["crop2"]), "--run",
+                               str(tiny_run), "--faces", "as-is"], capsys)
+    assert code == 0, err
+    assert len(recs) == 2
+    for r in recs:
+        assert {"input", "faces", "p_real", "verdict", "models", "face_results"} <= set(r)
+        assert r["faces"] == 1 and r["verdict"] in ("real", "fake")
+        assert 0.0 <= r["p_real"] <= 1.0
+        assert set(r["models"]) == {"M2", "M6"}
+        assert r["learner"] == "soft_vote"  # stack.json names no recommended ensemble
+        assert set(r["face_results"][0]["models"]) == {"M2", "M6"}
+        assert r["verdict"] == ("real" if r["p_real"] > r["threshold"] else "fake")
+
+
+def test_cli_video_faces_and_aggregates(tiny_run, media, capsys):
+    base = [str(media["video"]), "--run", str(tiny_run), "--faces", "as-is"]
+    code, (mean,), _ = run_cli(base, capsys)
+    assert code == 0 and mean["kind"] == "video"
+    assert mean["faces"] == 3 and len(mean["face_results"]) == 3
+    per_face = [f["p_real"] for f in mean["face_results"]]
+    assert mean["p_real"] == pytest.approx(np.mean(per_face), abs=1e-5)
+    code, (mx,), _ = run_cli([*base, "--aggregate", "max_fake"], capsys)
+    assert mx["p_real"] == pytest.approx(min(per_face), abs=1e-6)
+    code, (ff,), _ = run_cli([*base, "--aggregate", "fake_fraction"], capsys)
+    assert ff["p_real"] == pytest.approx(1 - mean["fake_fraction"], abs=1e-6)
+
+
+def test_cli_single_model_learner(tiny_run, media, capsys):
+    code, (r,), _ = run_cli([str(media["crop1"]), "--run", str(tiny_run), "--faces", "as-is",
+                             "--learner", "M6"], capsys)
+    assert code == 0 and r["learner"] == "M6"
+    assert r["p_real"] == pytest.approx(r["models"]["M6"]["p_real"], abs=1e-6)
+
+
+def test_batching_one_model_call_for_all_inputs(tiny_run, media, monkeypatch):
+    """Faces of all inputs go through each model in one call, with the same results as
+    one input at a time."""
+    from ensemble_dfd import train
+    from ensemble_dfd.verdict import Predictor
+
+    pred = Predictor(tiny_run, faces="as-is")
+    items = [(media["crop1"], "image"), (media["crop2"], "image"), (media["video"], "video")]
+    alone = [pred.predict_paths([it])[0][0]["p_real"] for it in items]
+    calls = []
+    real = train.predict_logits
+    monkeypatch.setattr(train, "predict_logits",
+                        lambda m, x, bs=64: calls.append(len(x)) or real(m, x, bs))
+    together, _ = pred.predict_paths(items)
+    assert calls == [5, 5]  # 1 + 1 + 3 faces, one call per model
+    assert [r["p_real"] for r in together] == pytest.approx(alone, abs=1e-5)
+
+
+def test_cli_csv_to_file(tiny_run, media, tmp_path, capsys):
+    out = tmp_path / "res.csv"
+    code = predict.main([str(media["crop1"]), str(media["crop3"]), "--run", str(tiny_run),
+                         "--faces", "as-is", "--format", "csv", "--output", str(out)])
+    assert code == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 2
+    assert {"input", "faces", "p_real", "verdict", "p_real_M2", "p_real_M6"} <= set(rows[0])
+    assert capsys.readouterr().out == ""
+
+
+def test_cli_exit_3_no_face_others_reported(tiny_run, media, capsys):
+    code, recs, err = run_cli([str(media["crop1"]), str(media["flat_video"]), "--run",
+                               str(tiny_run)], capsys)
+    assert code == 3
+    by_name = {Path(r["input"]).name: r for r in recs}
+    assert by_name["crop1.jpg"]["verdict"] in ("real", "fake")  # auto: small crop used whole
+    assert by_name["flat.mp4"]["status"] == "no_face" and by_name["flat.mp4"]["faces"] == 0
+    assert by_name["flat.mp4"]["verdict"] is None
+    assert "flat.mp4" in err and "no face" in err
+
+
+@pytest.mark.parametrize("args_fn, message", [
+    (lambda m, run, tmp: [str(tmp / "nope.mp4"), "--run", str(run)], "nope.mp4: no such file"),
+    (lambda m, run, tmp: [str(m["text"]), "--run", str(run)],
+     "renamed.jpg: not an image or video"),
+    (lambda m, run, tmp: [str(m["crop1"]), "--run", str(tmp)], "no config.toml"),
+    (lambda m, run, tmp: [str(m["crop1"]), "--run", str(run), "--learner", "zzz"],
+     "--learner zzz"),
+    (lambda m, run, tmp: [str(m["crop1"]), "--run", str(run), "--aggregate", "median"],
+     "invalid choice"),
+])
+def test_cli_exit_2_bad_input_or_arguments(tiny_run, media, tmp_path, capsys, args_fn,
+                                           message):
+    code = predict.main(args_fn(media, tiny_run, tmp_path))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+
+
+def test_cli_exit_2_truncated_video_others_reported(tiny_run, media, capsys):
+    code, recs, err = run_cli([str(media["crop1"]), str(media["truncated"]), "--run",
+                               str(tiny_run), "--faces", "as-is"], capsys)
+    assert code == 2
+    assert [r["status"] for r in recs] == ["ok", "error"]
+    assert "cut.mp4" in err
+
+
+def test_predict_parser_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; from ensemble_dfd import predict; predict.build_parser(); "
+            "sys.exit('tensorflow' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# ---------------------------------------------------------------- real videos
+
+
+@pytest.mark.integration
+def test_wild_videos_one_verdict_each(tiny_run, wild, capsys):
+    """Mechanics on real videos (tiny synthetic models: the verdicts mean nothing)."""
+    code, recs, err = run_cli([str(wild), "--run", str(tiny_run)], capsys)
+    videos = sorted(p.name for p in wild.glob("*.mp4"))
+    assert sorted(Path(r["input"]).name for r in recs) == videos
+    assert code in (0, 3), err
+    for r in recs:
+        assert r["kind"] == "video" and r["faces"] == len(r["face_results"])
+        assert r["frames"] >= 1
+        if r["faces"]:
+            assert r["verdict"] in ("real", "fake") and 0 <= r["p_real"] <= 1
+        else:
+            assert r["status"] == "no_face"
+    assert sum(r["faces"] > 0 for r in recs) >= len(videos) // 2
