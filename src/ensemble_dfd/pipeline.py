@@ -53,7 +53,7 @@ def make_demo_data(out: Path, seed: int) -> tuple[Path, Path]:
 
     data, wild = out / "demo_data" / "synthetic-faces", out / "demo_data" / "synthetic-wild"
     if not (data / "manifest.csv").exists():
-        make_dataset(data, identities=60, frames=5, seed=seed)
+        make_dataset(data, identities=80, frames=5, seed=seed)
     if not (wild / "manifest.csv").exists():
         make_dataset(wild, identities=8, frames=4, ratios=(0.0, 0.0, 1.0),
                      size_range=(40, 64), seed=seed + 1)

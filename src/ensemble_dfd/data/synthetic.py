@@ -53,8 +53,10 @@ def draw_face(rng: np.random.Generator, size: int) -> np.ndarray:
 def fake_from(rng: np.random.Generator, real: np.ndarray) -> np.ndarray:
     """Swap-like artefact: re-coloured, smoothed inner face blended back with a soft mask."""
     size = real.shape[0]
-    inner = cv2.GaussianBlur(real, (0, 0), rng.uniform(1.0, 2.2)).astype(np.float32)
-    inner = inner * rng.uniform(0.85, 1.15, 3) + rng.normal(0, 10, 3)
+    inner = cv2.GaussianBlur(real, (0, 0), rng.uniform(1.5, 3.0)).astype(np.float32)
+    # a consistent warm cast plus a random one: blending rarely matches skin tone exactly
+    shift = np.array([0.12, -0.04, -0.12]) + rng.normal(0, 0.05, 3)
+    inner = inner * (1.0 + shift) + rng.normal(0, 8, 3)
     mask = np.zeros((size, size), np.float32)
     cv2.ellipse(mask, (size // 2, int(size * 0.52)),
                 (int(size * rng.uniform(0.2, 0.26)), int(size * rng.uniform(0.25, 0.32))),
