@@ -58,3 +58,21 @@ def test_bad_config_is_named(tmp_path, text, match):
 def test_missing_file():
     with pytest.raises(ConfigError, match="not found"):
         load_config("/nonexistent/x.toml")
+
+
+def test_per_model_overrides(tmp_path):
+    from ensemble_dfd.config import for_model
+
+    f = tmp_path / "c.toml"
+    f.write_text("[train]\nlr_frozen = 1e-3\nper_model = { M2 = { lr_frozen = 1e-4, "
+                 "epochs_frozen = 4 } }\n")
+    cfg = load_config(f)
+    assert for_model(cfg.train, "M2").lr_frozen == 1e-4
+    assert for_model(cfg.train, "M2").epochs_frozen == 4
+    assert for_model(cfg.train, "M6").lr_frozen == 1e-3
+    f.write_text("[train]\nper_model = { M2 = { learning_rate = 1 } }\n")
+    with pytest.raises(ConfigError, match="train.per_model.M2.learning_rate"):
+        load_config(f)
+    f.write_text("[train]\nper_model = { M2 = { optimizer_frozen = 'adagrad' } }\n")
+    with pytest.raises(ConfigError, match="optimizer_frozen"):
+        load_config(f)

@@ -64,6 +64,9 @@ class TrainConfig:
     flip: bool = True
     rotation: float = 0.2
     mixed_precision: str = "auto"  # "auto" (on when a GPU is visible), "on", "off", "bf16"
+    # per-model overrides of any key above, e.g. { M2 = { lr_frozen = 1e-4 } }: from-scratch
+    # profiles need them (VGG19 has no BatchNorm and diverges at rates the others need)
+    per_model: dict[str, dict] = field(default_factory=dict)
     tune: bool = False
     tuner: str = "hyperband"  # "hyperband" (budget: tune_epochs) or "random" (tune_trials)
     tune_trials: int = 10
@@ -142,6 +145,16 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+def for_model(train: TrainConfig, ref: str) -> TrainConfig:
+    """The training settings of one model: the run's, with its per_model overrides applied."""
+    over = train.per_model.get(ref, {})
+    if not over:
+        return train
+    base = {f.name: getattr(train, f.name) for f in fields(train) if f.name != "per_model"}
+    return dataclasses.replace(_build(TrainConfig, {**base, **over}, f"train.per_model.{ref}."),
+                               per_model=train.per_model)
+
+
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
@@ -206,6 +219,11 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"train.{name} must be adam, rmsprop or sgd")
     if cfg.train.tuner not in ("hyperband", "random"):
         raise ConfigError("train.tuner must be hyperband or random")
+    for ref, over in cfg.train.per_model.items():
+        if not isinstance(over, dict) or "per_model" in over or "models" in over:
+            raise ConfigError(f"train.per_model.{ref} must be a table of train keys")
+        one = dataclasses.replace(for_model(cfg.train, ref), per_model={})
+        validate(dataclasses.replace(cfg, train=one))
     if cfg.train.epochs_frozen < 0 or cfg.train.epochs_finetune < 0:
         raise ConfigError("train.epochs_* must be >= 0")
 

@@ -384,12 +384,10 @@ def process(task: VideoTask, out: str, s: Settings) -> dict[str, Any]:
         if not s.detect:
             return
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        boxes = facelib.face_locations(rgb, s.upsample, s.detector)
-        kept, why = facelib.select_faces(boxes, s.one_face_only)
+        kept, why = facelib.kept_boxes(rgb, s.upsample, s.detector, s.one_face_only, s.margin)
         if why:
             row[f"dropped_{why}"] += 1
         for k, box in enumerate(kept):
-            box = facelib.expand_box(box, s.margin, bgr.shape)
             face = facelib.crop(bgr, box)
             cpath = crop_dir / crop_name(name, k)
             write_jpeg(cpath, face, s.jpeg_quality)

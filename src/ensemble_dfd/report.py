@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from ensemble_dfd.logits import (
     read_store,
 )
 from ensemble_dfd.reports.tables import write_csv
-from ensemble_dfd.runio import RunExistsError, environment, guard_overwrite, write_json
+from ensemble_dfd.runio import RunExistsError, environment, guard_overwrite, publish_dir, write_json
 
 REPORT_DIR = "report"
 FIT_SPLIT = "validation"
@@ -80,14 +79,8 @@ def load_stack(run_dir: Path) -> StackInfo:
     if (sdir / "predictions.parquet").is_file():
         preds = pd.read_parquet(sdir / "predictions.parquet")
     learners = list(info.get("learners", []))
-    primary = None
-    comp = sdir / "comparison.csv"
-    if comp.is_file() and learners:
-        c = pd.read_csv(comp)
-        c = c[(c["split"] == "validation_oof") & c["predictor"].isin(learners)]
-        if len(c):  # chosen on validation (out-of-fold), never on the split it describes
-            primary = str(c.sort_values("acc", ascending=False, kind="stable")
-                          ["predictor"].iloc[0])
+    # stack's recommendation: chosen on validation (out-of-fold), never on a judged split
+    primary = info.get("recommended")
     if primary is None and learners:
         primary = "soft_vote" if "soft_vote" in learners else learners[0]
     return StackInfo(True, info.get("best_single"),
@@ -392,17 +385,6 @@ def make_thumbnails(hard: pd.DataFrame, files: dict[str, str]) -> list[tuple[str
     return out
 
 
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    guard_overwrite(out, overwrite, "report")
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 # ---------------------------------------------------------------------------------------
 # CLI
 
@@ -600,7 +582,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
                              "steps": [vars(s) for s in steps]},
             "findings": findings, "seconds": round(time.time() - t0, 2)})
         write_json(tmp / "env.json", environment({"command": command.split()}))
-        _publish(tmp, out, args.overwrite)
+        publish_dir(tmp, out, args.overwrite, "report")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -82,3 +82,18 @@ def environment(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     }
     env.update(extra or {})
     return env
+
+
+def publish_dir(tmp: Path, out: Path, overwrite: bool, what: str = "result") -> None:
+    """Rename a finished temp folder into place; an existing one is replaced only if asked,
+    and only after the new one is complete."""
+    import shutil
+
+    guard_overwrite(out, overwrite, what)
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -46,7 +45,7 @@ from ensemble_dfd.logits import (
     read_store,
 )
 from ensemble_dfd.reports.tables import fmt_ci, fmt_value, write_csv, write_markdown
-from ensemble_dfd.runio import RunExistsError, environment, guard_overwrite, write_json
+from ensemble_dfd.runio import RunExistsError, environment, guard_overwrite, publish_dir, write_json
 
 FIT_SPLIT = "validation"
 OOF_SPLIT = "validation_oof"
@@ -260,6 +259,16 @@ COLUMNS = ["split", "predictor", "kind", "threshold", "n", "n_groups", "n_real",
            "beats_best", "acc_lo_above_best_hi"]
 
 
+def recommend(table: pd.DataFrame, learners: list[str]) -> str | None:
+    """The ensemble with the best out-of-fold validation accuracy (ties: AUC) — chosen
+    without looking at any split it will be judged on; predict and report default to it."""
+    oof = table[(table["split"] == OOF_SPLIT) & table["predictor"].isin(learners)]
+    if oof.empty:
+        return None
+    order = oof.sort_values(["acc", "auc"], ascending=False, kind="stable")
+    return str(order["predictor"].iloc[0])
+
+
 def choose_best_single(y: np.ndarray, X: np.ndarray, models: list[str],
                        thresholds: dict[str, float]) -> str:
     """Highest validation accuracy at its threshold; ties go to AUC, then model order."""
@@ -404,18 +413,6 @@ def _write_figures(folder: Path, split_scores: dict[str, SplitScores], table: pd
         save_figure(fig, folder / f"metrics_ci_{split}.png")
 
 
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename the finished temp folder into place (replacing an old one only if asked)."""
-    guard_overwrite(out, overwrite, "stack comparison")
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 # ---------------------------------------------------------------------------------------
 # CLI
 
@@ -549,6 +546,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> pd.DataFrame
         lines = summary_lines(table)
         write_json(tmp / "stack.json", {
             "models": models, "learners": learners, "best_single": best,
+            "recommended": recommend(table, learners),
             "threshold_rule": rule, "thresholds": thresholds, "bootstrap": args.bootstrap,
             "folds": len(folds), "seed": args.seed, "fit_split": FIT_SPLIT,
             "eval_splits": [OOF_SPLIT, *eval_splits], "summary": lines,
@@ -556,7 +554,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> pd.DataFrame
         write_json(tmp / "env.json", environment({"command": ["python", "-m",
                                                               "ensemble_dfd.stack",
                                                               *(argv or sys.argv[1:])]}))
-        _publish(tmp, out, args.overwrite)
+        publish_dir(tmp, out, args.overwrite, "stack comparison")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

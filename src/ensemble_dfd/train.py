@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ensemble_dfd import backbones
-from ensemble_dfd.config import RunConfig
+from ensemble_dfd.config import RunConfig, for_model
 from ensemble_dfd.runio import atomic_write, read_json, write_json
 
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy",
@@ -45,7 +45,8 @@ def image_size_for(backbone: backbones.Backbone, cfg: RunConfig) -> int:
 
 
 def fine_tune_at(backbone: backbones.Backbone, cfg: RunConfig) -> int:
-    return backbone.fine_tune_at if cfg.train.fine_tune_at < 0 else cfg.train.fine_tune_at
+    at = for_model(cfg.train, backbone.ref).fine_tune_at
+    return backbone.fine_tune_at if at < 0 else at
 
 
 def make_optimizer(name: str, lr: float) -> Any:
@@ -131,7 +132,7 @@ def train_one(
     import keras
 
     hparams = hparams or {}
-    t = cfg.train
+    t = for_model(cfg.train, backbone.ref)
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / DONE_FILE).exists():
         log(f"{backbone.ref}: finished earlier, skipping ({out_dir / DONE_FILE})")

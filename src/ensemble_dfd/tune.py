@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ensemble_dfd import backbones
-from ensemble_dfd.config import RunConfig
+from ensemble_dfd.config import RunConfig, for_model
 from ensemble_dfd.runio import read_json, write_json, write_text
 from ensemble_dfd.train import TrainData, compile_model, fine_tune_at, image_size_for
 
@@ -38,7 +38,7 @@ def tune_model(backbone: backbones.Backbone, cfg: RunConfig, data: TrainData, ou
     if best_file.exists():
         log(f"{backbone.ref}: reusing tuning result {best_file}")
         return read_json(best_file)
-    t = cfg.train
+    t = for_model(cfg.train, backbone.ref)
     size = image_size_for(backbone, cfg)
     n_layers = len(backbones.build_base(backbone, size, "none").layers)
     space = search_space(backbone, n_layers)

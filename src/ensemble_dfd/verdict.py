@@ -171,9 +171,7 @@ def faces_in_frame(rgb: np.ndarray, p: PrepareConfig
                    ) -> tuple[list[tuple[int, int, int, int]], str]:
     """Boxes kept in one RGB frame, exactly as ``prepare`` keeps them (detect, one-face rule,
     margin); and why the frame was dropped ('' if kept)."""
-    boxes = facelib.face_locations(rgb, p.upsample, p.detector)
-    kept, why = facelib.select_faces(boxes, p.one_face_only)
-    return [facelib.expand_box(b, p.margin, rgb.shape) for b in kept], why
+    return facelib.kept_boxes(rgb, p.upsample, p.detector, p.one_face_only, p.margin)
 
 
 def _add_detected(res: InputFaces, index: int, rgb: np.ndarray, p: PrepareConfig) -> None:

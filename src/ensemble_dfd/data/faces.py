@@ -99,3 +99,11 @@ def face_locations(rgb: np.ndarray, upsample: int = 1, model: str = "hog") -> li
     rects = [d.rect for d in found] if model == "cnn" else list(found)
     return [trim_css_to_bounds(rect_to_css(r.top(), r.right(), r.bottom(), r.left()), rgb.shape)
             for r in rects]
+
+
+def kept_boxes(rgb: np.ndarray, upsample: int, model: str, one_face_only: bool,
+               margin: float) -> tuple[list[Box], str]:
+    """The boxes `prepare` keeps in one RGB frame (detect, one-face rule, margin) and why the
+    frame was dropped ('' if kept); `predict` calls this too, so the two cannot drift apart."""
+    kept, why = select_faces(face_locations(rgb, upsample, model), one_face_only)
+    return [expand_box(b, margin, rgb.shape) for b in kept], why
