@@ -108,6 +108,19 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
     return summaries
 
 
+def uncollected(run_dir: Path, refs: list[str], splits: list[str],
+                overwrite: bool) -> list[str]:
+    """Models whose logits on `splits` are not all in the store yet (all, with overwrite)."""
+    from ensemble_dfd.logits import LOGITS_FILE
+
+    path = run_dir / LOGITS_FILE
+    if overwrite or not path.exists():
+        return refs
+    have = pd.read_parquet(path, columns=["model", "split"]).drop_duplicates()
+    done = {m for m, g in have.groupby("model") if set(splits) <= set(g["split"])}
+    return [r for r in refs if r not in done]
+
+
 def write_summary(run_dir: Path) -> pd.DataFrame:
     """summary.csv/.md: the study's accuracy table for every finished model in the run."""
     from ensemble_dfd.logits import LOGITS_FILE, model_sort_key
@@ -150,9 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_collect:
             from ensemble_dfd.collect import collect
 
-            refs = backbones.resolve_refs(cfg.train.models)
-            collect(args.out, args.data, list(cfg.data.eval_splits), None, refs,
-                    overwrite=True, log=log)
+            refs = uncollected(args.out, backbones.resolve_refs(cfg.train.models),
+                               list(cfg.data.eval_splits), args.overwrite)
+            if refs:
+                collect(args.out, args.data, list(cfg.data.eval_splits), None, refs,
+                        overwrite=args.overwrite, log=log)
+            else:
+                log("logits of every model on " + ", ".join(cfg.data.eval_splits)
+                    + " are in the store already")
         table = write_summary(args.out)
         log("summary:\n" + markdown(table))
         return 0

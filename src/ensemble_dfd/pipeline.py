@@ -93,8 +93,8 @@ def run_pipeline(cfg: RunConfig, config_path: Path, out: Path, overwrite: bool,
     except ImportError:  # the report step is optional while it is being built
         report = None
     p = cfg.pipeline
-    total = 3 + bool(p.videos) + len(p.extra_videos) + len(p.extra_data) \
-        + bool(p.report and report)
+    total = (1 + bool(p.videos) + 2 * len(p.extra_videos) + len(p.extra_data) + bool(p.stack)
+             + bool(p.report and report))
     n = 0
     data = Path(p.data) if p.data else None
     if p.videos:
@@ -124,15 +124,14 @@ def run_pipeline(cfg: RunConfig, config_path: Path, out: Path, overwrite: bool,
     if (out / store.LOGITS_FILE).exists():
         have = set(pd.read_parquet(out / store.LOGITS_FILE, columns=["split"])["split"])
     for name, folder in extras.items():
-        if name in p.extra_data:
-            n += 1
+        n += 1
         if name in have and not overwrite:
             log(f"collect {name}: already in the store, skipping")
             continue
         _step(n, total, "collect", collect.main,
               ["--run", str(out), "--data", str(folder), "--as-split", name, "--overwrite"], log)
-    n += 1
     if p.stack:
+        n += 1
         if (out / "stack" / "comparison.csv").exists() and not overwrite:
             log(f"[{n}/{total}] stack: finished earlier, skipping")
         else:
