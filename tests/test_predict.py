@@ -167,7 +167,9 @@ def test_cli_crops_json(tiny_run, media, capsys):
         assert r["faces"] == 1 and r["verdict"] in ("real", "fake")
         assert 0.0 <= r["p_real"] <= 1.0
         assert set(r["models"]) == {"M2", "M6"}
-        assert r["learner"] == "soft_vote"  # stack.json names no recommended ensemble
+        # the stack's recommendation (best out-of-fold validation accuracy) is the default
+        assert r["learner"] == json.loads((tiny_run / "stack" / "stack.json").read_text())[
+            "recommended"]
         assert set(r["face_results"][0]["models"]) == {"M2", "M6"}
         assert r["verdict"] == ("real" if r["p_real"] > r["threshold"] else "fake")
 

@@ -165,9 +165,10 @@ def test_busy_pool_answers_503(tiny_run, predictor, files, uploads):
     assert list(uploads.iterdir()) == []
 
 
-def test_health_openapi_and_page(client):
+def test_health_openapi_and_page(client, tiny_run):
     h = client.get("/api/health").json()
-    assert h["models"] == ["M2", "M6"] and h["learner"] == "soft_vote"
+    recommended = json.loads((tiny_run / "stack" / "stack.json").read_text())["recommended"]
+    assert h["models"] == ["M2", "M6"] and h["learner"] == recommended
     schema = client.get("/openapi.json").json()
     assert "/api/predict" in schema["paths"] and "/api/health" in schema["paths"]
     page = client.get("/")

@@ -12,6 +12,7 @@ whose models/<ref>/ folders are then merged.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 from pathlib import Path
 
@@ -105,6 +106,11 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
         plot_curves(history, out / "curves.png", f"{ref} {bb.name}")
         h = history.iloc[-1]
         log(f"{ref} done: train acc {h['accuracy']:.4f}, val acc {h['val_accuracy']:.4f}")
+        # free the finished model's graph: ten models in one process otherwise grow to ~10 GB
+        import keras
+
+        keras.backend.clear_session()
+        gc.collect()
     return summaries
 
 

@@ -160,7 +160,10 @@ def train_one(
             freeze_base=t.freeze_base, base_bn_training=t.base_bn_training,
             bn_momentum=t.bn_momentum)
         compile_model(model, t.optimizer_frozen, t.lr_frozen)
-    params = {"before_unfreeze": backbones.param_table(model, base)} if done == 0 else {}
+        # written now: a run killed later still has its phase-1 table after resuming
+        write_json(out_dir / "params.json",
+                   {"before_unfreeze": backbones.param_table(model, base)})
+    params: dict[str, Any] = {}
 
     fit_kw = dict(x=data.x_train, y=data.y_train.astype("float32"), batch_size=cfg.data.batch_size,
                   validation_data=(data.x_val, data.y_val.astype("float32")), shuffle=True,
