@@ -122,3 +122,20 @@ def test_missing_imagenet_weights_fail_at_once(syn_dir, tmp_path, capsys):
                           "--models", "M6", "--weights", str(tmp_path)])
     assert rc == 2
     assert "no .h5 file for M6" in capsys.readouterr().err
+
+
+def test_predict_logits_pads_partial_batches_without_changing_results():
+    """Padding the last batch must not change any logit (inference mode, no batch stats)."""
+    import numpy as np
+
+    from ensemble_dfd import backbones
+    from ensemble_dfd.train import predict_logits
+
+    model, _ = backbones.build_model(backbones.get("M6"), 32, "none", freeze_base=False)
+    x = np.random.default_rng(0).integers(0, 256, (11, 32, 32, 3), dtype=np.uint8)
+    whole = predict_logits(model, x, batch_size=4)  # 8 + a padded batch of 3 -> 4
+    one_by_one = np.array([predict_logits(model, x[i:i + 1], batch_size=4)[0]
+                           for i in range(len(x))])
+    assert whole.shape == (11,)
+    np.testing.assert_allclose(whole, one_by_one, rtol=1e-4, atol=1e-5)
+    assert predict_logits(model, x[:0]).shape == (0,)

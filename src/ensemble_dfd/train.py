@@ -199,6 +199,23 @@ def train_one(
 
 
 def predict_logits(model: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Batched inference: uint8 images -> float logits (augmentation is off at inference)."""
-    out = model.predict(images, batch_size=batch_size, verbose=0)
-    return np.asarray(out, dtype=np.float64).reshape(-1)
+    """Batched inference: uint8 images -> float logits (augmentation is off at inference).
+
+    The last partial batch is zero-padded to a power of two, so a process that scores many
+    inputs of varying size (predict, serve) traces each model for a handful of shapes only
+    instead of once per distinct count.
+    """
+    n = len(images)
+    full = n - n % batch_size
+    parts = []
+    if full:
+        parts.append(model.predict(images[:full], batch_size=batch_size, verbose=0))
+    rest = n - full
+    if rest:
+        size = 1 << (rest - 1).bit_length()
+        padded = np.concatenate([images[full:],
+                                 np.zeros((size - rest, *images.shape[1:]), images.dtype)])
+        parts.append(model.predict(padded, batch_size=size, verbose=0)[:rest])
+    if not parts:
+        return np.zeros(0, dtype=np.float64)
+    return np.asarray(np.concatenate(parts), dtype=np.float64).reshape(-1)
