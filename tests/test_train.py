@@ -139,3 +139,22 @@ def test_predict_logits_pads_partial_batches_without_changing_results():
     assert whole.shape == (11,)
     np.testing.assert_allclose(whole, one_by_one, rtol=1e-4, atol=1e-5)
     assert predict_logits(model, x[:0]).shape == (0,)
+
+
+def test_phase_two_keeps_compiled_steps_when_only_the_rate_changes():
+    """Same optimizer and nothing frozen: assign the rate, keep the optimizer (no retrace)."""
+    from ensemble_dfd import backbones
+    from ensemble_dfd.train import compile_model, start_phase_two
+
+    model, base = backbones.build_model(backbones.get("M6"), 32, "none", freeze_base=False)
+    compile_model(model, "adam", 1e-3)
+    opt = model.optimizer
+    assert start_phase_two(model, base, 0, "adam", "adam", 1e-4) is False
+    assert model.optimizer is opt
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(1e-4)
+    assert start_phase_two(model, base, 0, "adam", "rmsprop", 1e-5) is True
+    assert type(model.optimizer).__name__ == "RMSprop"
+    n_before = len(model.trainable_weights)
+    compile_model(model, "adam", 1e-3)
+    assert start_phase_two(model, base, 100, "adam", "adam", 1e-4) is True  # layers frozen
+    assert len(model.trainable_weights) < n_before

@@ -15,7 +15,7 @@ import pandas as pd
 from ensemble_dfd import logits as store
 from ensemble_dfd.cli_common import make_logger, run_main
 from ensemble_dfd.data.dataset import load_dataset
-from ensemble_dfd.data.images import load_images, read_rgb
+from ensemble_dfd.data.images import read_rgb, stream_images
 from ensemble_dfd.train import DONE_FILE, MODEL_FILE
 
 IMAGE_COLUMNS = ["split", "path", "label", "source", "group", "width", "height"]
@@ -60,7 +60,7 @@ def collect(run_dir: Path, data: Path, splits: list[str] | None = None,
             overwrite: bool = False, batch_size: int = 64,
             log: Callable[[str], None] = print) -> pd.DataFrame:
     """Score the chosen splits of `data` with every finished model; append to the store."""
-    from ensemble_dfd.train import load_model, predict_logits
+    from ensemble_dfd.train import load_model, predict_batches
 
     models = trained_models(run_dir, refs)
     df = load_dataset(data)
@@ -82,14 +82,17 @@ def collect(run_dir: Path, data: Path, splits: list[str] | None = None,
         if len(clash):
             raise store.StoreError(
                 f"{existing}: logits for {clash.to_dict('records')[:3]} exist; pass --overwrite")
-    cache: dict[int, np.ndarray] = {}
+    cache: dict[int, list[np.ndarray]] = {}
     frames = []
     for ref, path in models.items():
         model = load_model(path)
         size = int(model.input_shape[1])
-        if size not in cache:
-            cache[size] = load_images(df["file"].tolist(), size)
-        z = predict_logits(model, cache[size], batch_size)
+        if size in cache:
+            z = predict_batches(model, cache[size], batch_size)
+        else:  # first model at this size: decode while it runs, keep the batches for the rest
+            cache[size] = []
+            z = predict_batches(model, stream_images(df["file"].tolist(), size, batch_size),
+                                batch_size, keep=cache[size])
         frames.append(pd.DataFrame({"run": run_dir.name, "model": ref, "split": df["split"],
                                     "path": df["path"], "label": df["label"].astype(int),
                                     "logit": z}))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,25 @@ def compile_model(model: Any, optimizer: str, lr: float) -> None:
         # threshold 0 on the logit = 0.5 on the sigmoid, the study's decision rule
         metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
     )
+
+
+def start_phase_two(model: Any, base: Any, ft_at: int, optimizer_before: str,
+                    optimizer_after: str, lr: float) -> bool:
+    """Unfreeze from ft_at and switch optimizer; return True when the model was recompiled.
+
+    Recompiling makes new trainable flags take effect (Keras transfer-learning guide) but
+    retraces the train and test steps, which costs minutes per large model on a CPU. When
+    nothing was frozen and the optimizer stays the same, only the learning rate changes:
+    it is assigned in place and the compiled steps (and the optimizer's moments) are kept.
+    """
+    trainable_before = [id(w) for w in model.trainable_weights]
+    backbones.unfreeze(base, ft_at)
+    unchanged = [id(w) for w in model.trainable_weights] == trainable_before
+    if unchanged and optimizer_after == optimizer_before:
+        model.optimizer.learning_rate.assign(lr)
+        return False
+    compile_model(model, optimizer_after, lr)
+    return True
 
 
 def load_model(path: str | Path) -> Any:
@@ -174,9 +193,7 @@ def train_one(
                   callbacks=[_epoch_recorder(out_dir, 1, len(data.x_train))], **fit_kw)
         done = e1
     if phase == 1:
-        backbones.unfreeze(base, ft_at)
-        # recompiling makes the new trainable flags take effect (Keras transfer-learning guide)
-        compile_model(model, t.optimizer_finetune, lr_ft)
+        start_phase_two(model, base, ft_at, t.optimizer_frozen, t.optimizer_finetune, lr_ft)
     params["after_unfreeze"] = backbones.param_table(model, base)
     if done < e1 + e2:
         model.fit(initial_epoch=done, epochs=e1 + e2,
@@ -199,23 +216,32 @@ def train_one(
 
 
 def predict_logits(model: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Batched inference: uint8 images -> float logits (augmentation is off at inference).
+    """Batched inference: uint8 images -> float logits (augmentation is off at inference)."""
+    return predict_batches(model, (images[i:i + batch_size]
+                                   for i in range(0, len(images), batch_size)), batch_size)
 
-    The last partial batch is zero-padded to a power of two, so a process that scores many
-    inputs of varying size (predict, serve) traces each model for a handful of shapes only
-    instead of once per distinct count.
+
+def predict_batches(model: Any, batches: Iterable[np.ndarray], batch_size: int = 64,
+                    keep: list[np.ndarray] | None = None) -> np.ndarray:
+    """Logits of a stream of uint8 batches (e.g. decoded while the model runs); each batch is
+    appended to `keep` when given, so later models can reuse the decoded images.
+
+    One compiled step per batch (predict_on_batch), so a stream costs no more per image than
+    one large array. A batch smaller than batch_size is zero-padded to a power of two, so a
+    process that scores many inputs of varying size (predict, serve) traces each model for
+    a handful of shapes only instead of once per distinct count.
     """
-    n = len(images)
-    full = n - n % batch_size
     parts = []
-    if full:
-        parts.append(model.predict(images[:full], batch_size=batch_size, verbose=0))
-    rest = n - full
-    if rest:
-        size = 1 << (rest - 1).bit_length()
-        padded = np.concatenate([images[full:],
-                                 np.zeros((size - rest, *images.shape[1:]), images.dtype)])
-        parts.append(model.predict(padded, batch_size=size, verbose=0)[:rest])
+    for batch in batches:
+        if keep is not None:
+            keep.append(batch)
+        n = len(batch)
+        if n == 0:
+            continue
+        if n < batch_size:
+            size = 1 << (n - 1).bit_length()
+            batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), batch.dtype)])
+        parts.append(np.asarray(model.predict_on_batch(batch)).reshape(-1)[:n])
     if not parts:
         return np.zeros(0, dtype=np.float64)
-    return np.asarray(np.concatenate(parts), dtype=np.float64).reshape(-1)
+    return np.concatenate(parts).astype(np.float64)

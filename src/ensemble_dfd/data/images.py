@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -53,3 +53,22 @@ def load_images(files: Sequence[str | Path], size: int, workers: int = 0) -> np.
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(one, range(len(files))))
     return out
+
+
+def stream_images(files: Sequence[str | Path], size: int, batch_size: int,
+                  workers: int = 1) -> Iterator[np.ndarray]:
+    """Yield decoded batches of `files` in order, decoding the next batch in the background.
+
+    While the caller runs a model on one batch, the following one is being decoded, so
+    inference never waits for JPEG decoding except on the first batch.
+    """
+    chunks = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
+    if not chunks:
+        return
+    with ThreadPoolExecutor(max_workers=1) as ahead:
+        pending = ahead.submit(load_images, chunks[0], size, workers)
+        for nxt in chunks[1:]:
+            ready = pending.result()
+            pending = ahead.submit(load_images, nxt, size, workers)
+            yield ready
+        yield pending.result()
