@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,16 +67,31 @@ def record_config(run_dir: Path, cfg: RunConfig, overwrite: bool) -> None:
     write_text(path, dumps(cfg))
 
 
-def run_main(body: Callable[[], int]) -> int:
-    """Turn expected errors into one clear line and exit code 2."""
+def run_main(body: Callable[[], Any], errors: tuple[type[BaseException], ...] = (),
+             short_warnings: bool = False) -> int:
+    """Run a command's body; expected errors (and `errors`) become one line and exit code 2.
+
+    short_warnings: every warning is printed once per occurrence as one `warning:` line,
+    without the source line Python's default format adds.
+    """
     from ensemble_dfd.backbones import WeightsUnavailableError
     from ensemble_dfd.data.dataset import DatasetError
     from ensemble_dfd.data.images import ImageReadError
     from ensemble_dfd.logits import StoreError
 
+    expected = (ConfigError, RunExistsError, DatasetError, ImageReadError, StoreError,
+                WeightsUnavailableError, KeyError, ValueError, *errors)
     try:
-        return body()
-    except (ConfigError, RunExistsError, DatasetError, ImageReadError, StoreError,
-            WeightsUnavailableError, KeyError, ValueError) as exc:
+        with warnings.catch_warnings():
+            if short_warnings:
+                warnings.simplefilter("always")
+                warnings.showwarning = _show_warning
+            rc = body()
+    except expected as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return rc if isinstance(rc, int) else 0
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)

@@ -29,6 +29,7 @@ import pandas as pd
 from ensemble_dfd.analysis import attribution as A
 from ensemble_dfd.analysis import disagreement as D
 from ensemble_dfd.analysis import intervention as IV
+from ensemble_dfd.cli_common import run_main
 from ensemble_dfd.logits import (
     IMAGES_FILE,
     LogitMatrix,
@@ -38,7 +39,7 @@ from ensemble_dfd.logits import (
     read_store,
 )
 from ensemble_dfd.reports.tables import write_csv
-from ensemble_dfd.runio import RunExistsError, environment, guard_overwrite, publish_dir, write_json
+from ensemble_dfd.runio import environment, guard_overwrite, publish_dir, write_json
 
 REPORT_DIR = "report"
 FIT_SPLIT = "validation"
@@ -594,24 +595,10 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ensemble_dfd.data.dataset import DatasetError
-    from ensemble_dfd.data.images import ImageReadError
     from ensemble_dfd.ensemble import MetaLearnerError
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = _show_warning
-            run(args, argv)
-    except (StoreError, ReportError, RunExistsError, DatasetError, ImageReadError,
-            MetaLearnerError, IV.InterventionError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    return run_main(lambda: run(args, argv), (ReportError, MetaLearnerError,
+                                              IV.InterventionError), short_warnings=True)
 
 
 if __name__ == "__main__":

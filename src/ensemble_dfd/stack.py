@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ensemble_dfd import metrics as M
+from ensemble_dfd.cli_common import run_main
 from ensemble_dfd.ensemble import (
     META_LEARNERS,
     MetaLearnerError,
@@ -45,7 +46,7 @@ from ensemble_dfd.logits import (
     read_store,
 )
 from ensemble_dfd.reports.tables import fmt_ci, fmt_value, write_csv, write_markdown
-from ensemble_dfd.runio import RunExistsError, environment, guard_overwrite, publish_dir, write_json
+from ensemble_dfd.runio import environment, guard_overwrite, publish_dir, write_json
 
 FIT_SPLIT = "validation"
 OOF_SPLIT = "validation_oof"
@@ -565,19 +566,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> pd.DataFrame
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = _show_warning
-            run(args, argv)
-    except (StoreError, MetaLearnerError, StackError, RunExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    return run_main(lambda: run(args, argv), (MetaLearnerError, StackError),
+                    short_warnings=True)
 
 
 if __name__ == "__main__":
