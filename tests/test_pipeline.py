@@ -86,6 +86,8 @@ bn_momentum = 0.5
 epochs_frozen = 1
 epochs_finetune = 1
 lr_frozen = 1e-3
+optimizer_finetune = "adam"  # keeps the compiled step: no retrace
+lr_finetune = 1e-4
 fine_tune_at = 0
 mixed_precision = "off"
 [pipeline]

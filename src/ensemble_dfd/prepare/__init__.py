@@ -1,0 +1,34 @@
+"""``python -m ensemble_dfd.prepare``: videos -> frames -> face crops -> grouped splits.
+
+Sub-commands (each usable alone)::
+
+    frames --videos DIR [--labels CSV] --out DIR    kept frames as JPEG + frames.csv
+    faces  (--videos DIR | --frames DIR) [--labels CSV] --out DIR
+                                                    crops/<video>/<video><frame>F.jpg,
+                                                    faces.csv and the per-video face_log.csv
+    split  (--faces DIR | --images DIR --labels CSV) --out DIR
+                                                    train|validation|test/Fake|Real + manifest.csv
+    stats  DATASET_DIR                              composition table + leakage check
+    all    --videos DIR --labels CSV --out DIR      faces (in OUT/faces) + split + stats
+
+Face log columns: ``frames_read`` = frames the reader walked through, ``frames_kept`` = frames
+selected by --every/--every-seconds, ``faces_saved``, ``dropped_no_face``,
+``dropped_multi_face``, ``unreadable`` (bad image files), ``error``, ``status``.
+
+Groups (for `all` and `faces` on videos): a video is its own group, except a fake named
+``<a>_<b>`` (FaceForensics++ style, 519_515 = video 519 with the face of 515) whose parts
+are stems of real videos in the same input: it joins their group (see manifest.video_groups).
+
+Output folders: an empty or new ``--out`` starts a run and records it in ``.prepare.json``.
+Rerunning with the same settings resumes an unfinished run (videos already in the face log
+are skipped) and does nothing for a finished one. Anything else in a non-empty ``--out``
+is refused unless ``--overwrite`` (which removes this command's outputs, nothing else).
+
+Exit code 0 when the run finished, even with skipped inputs (listed in report.json);
+2 when nothing usable was produced or the arguments are wrong.
+"""
+
+from ensemble_dfd.prepare.cli import build_parser, main
+from ensemble_dfd.prepare.common import MARKER, NEAR_THRESHOLD
+
+__all__ = ["MARKER", "NEAR_THRESHOLD", "build_parser", "main"]
