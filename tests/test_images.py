@@ -1,0 +1,38 @@
+"""Image decoding: batch streaming gives exactly what decoding everything at once gives."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from ensemble_dfd.data.images import ImageReadError, load_images, read_rgb, stream_images
+
+
+@pytest.fixture()
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(11):
+        path = tmp_path / f"{i:02d}.jpg"
+        img = rng.integers(0, 256, (20 + i, 30, 3), dtype=np.uint8)
+        cv2.imwrite(str(path), img)
+        out.append(str(path))
+    return out
+
+
+def test_stream_equals_load_in_order(files):
+    batches = list(stream_images(files, 16, batch_size=4))
+    assert [len(b) for b in batches] == [4, 4, 3]
+    np.testing.assert_array_equal(np.concatenate(batches), load_images(files, 16))
+    assert list(stream_images([], 16, batch_size=4)) == []
+
+
+def test_stream_names_a_corrupt_file(files, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(ImageReadError, match="bad.jpg"):
+        list(stream_images([*files, str(bad)], 16, batch_size=4))
+    with pytest.raises(ImageReadError, match="empty file"):
+        (tmp_path / "empty.jpg").write_bytes(b"")
+        read_rgb(tmp_path / "empty.jpg")
