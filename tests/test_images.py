@@ -36,3 +36,10 @@ def test_stream_names_a_corrupt_file(files, tmp_path):
     with pytest.raises(ImageReadError, match="empty file"):
         (tmp_path / "empty.jpg").write_bytes(b"")
         read_rgb(tmp_path / "empty.jpg")
+
+
+def test_load_images_equals_decode_then_resize(files):
+    from ensemble_dfd.data.images import resize
+
+    expected = np.stack([resize(read_rgb(f), 16) for f in files])
+    np.testing.assert_array_equal(load_images(files, 16), expected)

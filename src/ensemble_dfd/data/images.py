@@ -19,6 +19,11 @@ class ImageReadError(ValueError):
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """Decode an image file to an RGB uint8 array (H, W, 3); raise naming the file."""
+    return cv2.cvtColor(read_bgr(path), cv2.COLOR_BGR2RGB)
+
+
+def read_bgr(path: str | Path) -> np.ndarray:
+    """Decode an image file to OpenCV's BGR uint8 array (H, W, 3); raise naming the file."""
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -29,7 +34,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if img is None:
         raise ImageReadError(f"{path}: not a decodable image (corrupt or not an image)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
 
 
 def resize(img: np.ndarray, size: int) -> np.ndarray:
@@ -47,7 +52,9 @@ def load_images(files: Sequence[str | Path], size: int, workers: int = 0) -> np.
     out = np.empty((len(files), size, size, 3), dtype=np.uint8)
 
     def one(i: int) -> None:
-        out[i] = resize(read_rgb(files[i]), size)
+        # resize first: the channel swap then touches size*size pixels, not the whole image
+        # (both are per-pixel, so the result is identical)
+        out[i] = cv2.cvtColor(resize(read_bgr(files[i]), size), cv2.COLOR_BGR2RGB)
 
     workers = workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -56,7 +63,7 @@ def load_images(files: Sequence[str | Path], size: int, workers: int = 0) -> np.
 
 
 def stream_images(files: Sequence[str | Path], size: int, batch_size: int,
-                  workers: int = 1) -> Iterator[np.ndarray]:
+                  workers: int = 0) -> Iterator[np.ndarray]:
     """Yield decoded batches of `files` in order, decoding the next batch in the background.
 
     While the caller runs a model on one batch, the following one is being decoded, so
