@@ -81,6 +81,14 @@ def _params(cfg: PrepareConfig, seed: int, save_frames: bool, **inputs: Any) -> 
     return {**asdict(cfg), "seed": seed, "save_frames": save_frames, **inputs}
 
 
+def _finished_before(args: argparse.Namespace, command: str, params: dict[str, Any]) -> bool:
+    """Open --out for `command`; True (and says so) when this very run finished earlier."""
+    if open_output(args.out, command, params, args.overwrite) != "done":
+        return False
+    log(f"{args.out}: this run is already finished; nothing to do (--overwrite to redo)")
+    return True
+
+
 def _finish(out: Path, problems: Problems, summary: dict[str, Any]) -> None:
     write_json(out / "report.json", {**summary, "problems": problems.items})
     finish_output(out)
@@ -95,8 +103,7 @@ def frames_command(args: argparse.Namespace) -> int:
         raise NothingUsable(f"{args.videos}: no video to read")
     params = _params(cfg, seed, True, videos=str(args.videos.resolve()),
                      labels=file_sha256(args.labels) if args.labels else "")
-    if open_output(args.out, "frames", params, args.overwrite) == "done":
-        log(f"{args.out}: this run is already finished; nothing to do (--overwrite to redo)")
+    if _finished_before(args, "frames", params):
         return 0
     table = run_faces_stage(args.out, tasks, settings_from(cfg, True, detect=False),
                             args.workers, problems)
@@ -124,8 +131,7 @@ def faces_command(args: argparse.Namespace) -> int:
         raise NothingUsable(f"{src}: nothing to detect faces in")
     params = _params(cfg, seed, args.save_frames, input=str(src.resolve()),
                      labels=file_sha256(args.labels) if args.labels else "")
-    if open_output(args.out, "faces", params, args.overwrite) == "done":
-        log(f"{args.out}: this run is already finished; nothing to do (--overwrite to redo)")
+    if _finished_before(args, "faces", params):
         return 0
     table = run_faces_stage(args.out, tasks, settings_from(cfg, args.save_frames),
                             args.workers, problems)
@@ -156,8 +162,7 @@ def split_command(args: argparse.Namespace) -> int:
     params = _params(cfg, seed, False, input=str(src.resolve()),
                      labels=file_sha256(args.labels) if args.labels else "")
     # A split takes seconds: an unfinished one is simply redone.
-    if open_output(args.out, "split", params, args.overwrite) == "done":
-        log(f"{args.out}: this split is already finished; nothing to do (--overwrite to redo)")
+    if _finished_before(args, "split", params):
         return 0
     manifest = make_split(items, args.out, cfg, seed, problems, args.workers)
     return _after_split(args.out, manifest, problems, args.near_threshold, {})
@@ -190,9 +195,7 @@ def all_command(args: argparse.Namespace) -> int:
         raise NothingUsable(f"{args.videos}: no labelled video to process")
     params = _params(cfg, seed, args.save_frames, videos=str(args.videos.resolve()),
                      labels=file_sha256(args.labels))
-    state = open_output(args.out, "all", params, args.overwrite)
-    if state == "done":
-        log(f"{args.out}: this run is already finished; nothing to do (--overwrite to redo)")
+    if _finished_before(args, "all", params):
         return 0
     faces_dir = args.out / "faces"
     faces_dir.mkdir(parents=True, exist_ok=True)
