@@ -76,3 +76,33 @@ def test_per_model_overrides(tmp_path):
     f.write_text("[train]\nper_model = { M2 = { optimizer_frozen = 'adagrad' } }\n")
     with pytest.raises(ConfigError, match="optimizer_frozen"):
         load_config(f)
+
+
+def _base_train_config(*argv: str) -> RunConfig:
+    from ensemble_dfd import base_train
+    from ensemble_dfd.cli_common import resolve_config
+
+    args = base_train._parser().parse_args(["--data", "d", "--out", "o", *argv])
+    return resolve_config(args, base_train.config_flags(args))
+
+
+def test_typed_flag_beats_the_files_per_model():
+    """`--epochs-frozen 2` trains M6 for 2 frozen epochs although cpu.toml's per_model says
+    9; --set keeps per_model (it sets the run-wide value), and --set per_model={} clears it."""
+    from ensemble_dfd.config import for_model
+
+    cpu = str(ROOT / "experiments" / "cpu.toml")
+    cfg = _base_train_config("--config", cpu, "--models", "M6", "--epochs-frozen", "2")
+    assert cfg.train.models == ("M6",)
+    assert for_model(cfg.train, "M6").epochs_frozen == 2
+    assert for_model(cfg.train, "M8").epochs_frozen == 2
+    assert for_model(cfg.train, "M2").lr_frozen == 1e-4  # other per-model keys stay
+    assert load_config(cpu).train.per_model["M6"]["epochs_frozen"] == 9
+    cfg = _base_train_config("--config", cpu, "--set", "train.epochs_frozen=2")
+    assert for_model(cfg.train, "M6").epochs_frozen == 9
+    cfg = _base_train_config("--config", cpu, "--set", "train.per_model={}")
+    assert cfg.train.per_model == {}
+    assert for_model(cfg.train, "M6").epochs_frozen == cfg.train.epochs_frozen
+    cfg = _base_train_config("--config", cpu, "--image-size", "48")
+    assert cfg.data.image_size == 48 and cfg.data.image_size_per_model == {}
+    assert load_config(cpu).data.image_size_per_model["M6"] == 64

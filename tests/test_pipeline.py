@@ -51,10 +51,11 @@ def test_pipeline_needs_config_or_demo(tmp_path, capsys):
     assert "--config" in capsys.readouterr().err
 
 
-def test_pipeline_without_data_is_a_clear_error(tmp_path):
+def test_pipeline_without_data_is_a_clear_error(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[train]\nmodels = ["M6"]\nweights = "none"\n')
     assert pipeline.main(["--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    assert "names no data = DIR nor videos = DIR" in capsys.readouterr().err
 
 
 def test_pipeline_config_rejects_unknown_keys(tmp_path):

@@ -159,16 +159,18 @@ def test_videos_without_faces_produce_nothing(tmp_path, capsys) -> None:
     assert log.loc[0, "dropped_no_face"] == 2 and log.loc[0, "faces_saved"] == 0
 
 
-@pytest.mark.parametrize("extra", [
-    ["--ratios", "0.5,0.6,0"],
-    ["--ratios", "0.5,0.5"],
-    ["--every", "0"],
-    ["--detector", "haar"],
-    ["--margin", "-1"],
+@pytest.mark.parametrize("extra,message", [
+    (["--ratios", "0.5,0.6,0"], "ratios"),
+    (["--ratios", "0.5,0.5"], "ratios"),
+    (["--every", "0"], "--every"),
+    (["--detector", "haar"], "detector"),
+    (["--margin", "-1"], "margin"),
 ])
-def test_bad_arguments(tmp_path, videos, extra: list[str]) -> None:
+def test_bad_arguments(tmp_path, videos, capsys, extra: list[str], message: str) -> None:
     d, labels = videos
     assert run_all(d, labels, tmp_path / "o", *extra) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and message in err, err
 
 
 def test_bad_labels_csv(tmp_path, videos, capsys) -> None:
@@ -249,7 +251,9 @@ def test_stats_finds_a_leak(tmp_path, capsys) -> None:
     assert "identical files across splits (sha256): 1" in out
 
 
-def test_stats_on_nothing(tmp_path) -> None:
+def test_stats_on_nothing(tmp_path, capsys) -> None:
     (tmp_path / "empty").mkdir()
     assert main(["stats", str(tmp_path / "empty")]) == 2
+    assert str(tmp_path / "empty") in capsys.readouterr().err
     assert main(["stats", str(tmp_path / "absent")]) == 2
+    assert str(tmp_path / "absent") in capsys.readouterr().err

@@ -111,10 +111,12 @@ def test_killed_run_resumes(syn_dir, tmp_path):
     assert {"before_unfreeze", "after_unfreeze"} <= set(params)
 
 
-def test_bad_data_folder_is_named(tmp_path):
+def test_bad_data_folder_is_named(tmp_path, capsys):
     rc = base_train.main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"),
                           "--models", "M6", *TINY])
     assert rc == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and str(tmp_path / "nope") in err
 
 
 def test_missing_imagenet_weights_fail_at_once(syn_dir, tmp_path, capsys):

@@ -26,7 +26,7 @@ from ensemble_dfd.cli_common import (
     resolve_config,
     run_main,
 )
-from ensemble_dfd.config import RunConfig
+from ensemble_dfd.config import ConfigError, RunConfig
 from ensemble_dfd.data.dataset import load_dataset, select
 from ensemble_dfd.data.images import load_images
 from ensemble_dfd.reports.training import accuracy_table, markdown, plot_curves
@@ -54,6 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_flags(args: argparse.Namespace) -> dict[str, object]:
+    """The dedicated flags as config keys; a typed one beats the file, --set and the file's
+    per-model values (see `cli_common.resolve_config`)."""
+    return {"train.models": args.models, "data.image_size": args.image_size,
+            "train.epochs_frozen": args.epochs_frozen,
+            "train.epochs_finetune": args.epochs_finetune, "train.weights": args.weights,
+            "data.limit": args.limit, "data.batch_size": args.batch_size,
+            "train.mixed_precision": args.mixed_precision}
+
+
 def load_split(df: pd.DataFrame, cfg: RunConfig, split: str, size: int,
                cache: dict) -> tuple:
     """(images, labels) of one split at one size, decoded once per process."""
@@ -66,13 +76,30 @@ def load_split(df: pd.DataFrame, cfg: RunConfig, split: str, size: int,
     return cache[key]
 
 
+def checked_refs(cfg: RunConfig) -> list[str]:
+    """The configured model refs, each known and given an image size it accepts."""
+    from ensemble_dfd.train import image_size_for
+
+    try:
+        refs = backbones.resolve_refs(cfg.train.models)
+    except KeyError as exc:
+        raise ConfigError(f"train.models: {exc.args[0]}") from None
+    for ref in refs:
+        bb = backbones.get(ref)
+        size = image_size_for(bb, cfg) or bb.input_size
+        if size < bb.min_size:
+            raise ConfigError(f"data.image_size: {ref} {bb.name} needs inputs of at least "
+                              f"{bb.min_size} px, got {size}")
+    return refs
+
+
 def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False,
               tune: bool = False, log=print) -> dict[str, dict]:
     """Train every configured model (skipping finished ones); return their summaries."""
     from ensemble_dfd import accel
     from ensemble_dfd.train import TrainData, image_size_for, train_one
 
-    refs = backbones.resolve_refs(cfg.train.models)
+    refs = checked_refs(cfg)
     policy = accel.set_precision(cfg.train.mixed_precision)
     device = accel.describe()
     write_json(run_dir / "env.json", environment({**device, "dtype_policy": policy}))
@@ -154,13 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
     def body() -> int:
-        cfg = resolve_config(args, {
-            "train.models": args.models, "data.image_size": args.image_size,
-            "train.epochs_frozen": args.epochs_frozen,
-            "train.epochs_finetune": args.epochs_finetune, "train.weights": args.weights,
-            "data.limit": args.limit, "data.batch_size": args.batch_size,
-            "train.mixed_precision": args.mixed_precision,
-        })
+        cfg = resolve_config(args, config_flags(args))
         args.out.mkdir(parents=True, exist_ok=True)
         record_config(args.out, cfg, args.overwrite)
         log = make_logger(args.out / "base_train.log")
@@ -169,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_collect:
             from ensemble_dfd.collect import collect
 
-            refs = uncollected(args.out, backbones.resolve_refs(cfg.train.models),
+            refs = uncollected(args.out, checked_refs(cfg),
                                list(cfg.data.eval_splits), args.overwrite)
             if refs:
                 collect(args.out, args.data, list(cfg.data.eval_splits), None, refs,

@@ -1,4 +1,5 @@
-"""Small pieces every command-line entry point shares: logging, config flags, errors."""
+"""Small pieces every command-line entry point shares: logging, config flags, and the one
+way a command exits (`run_main`: user errors in one line, bugs with their traceback)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ensemble_dfd.config import ConfigError, RunConfig, dumps, load_config, parse_overrides
+from ensemble_dfd.config import RunConfig, dumps, flags_win, load_config, parse_overrides
+from ensemble_dfd.errors import user_errors
 from ensemble_dfd.runio import RunExistsError, write_text
 
 
@@ -37,14 +39,17 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace, flags: dict[str, Any]) -> RunConfig:
-    """Config file < --set overrides < dedicated flags (those not None)."""
+    """Defaults < config file < --set overrides < dedicated flags (those not None).
+
+    A dedicated flag the user typed wins for every model: it also replaces the file's
+    per-model values of its key (`train.per_model`, `data.image_size_per_model`), while a
+    --set of the same key leaves them (`--set train.per_model={}` empties the table)."""
     overrides = parse_overrides(args.set)
-    for dotted, value in flags.items():
-        if value is None:
-            continue
+    typed = [dotted for dotted, value in flags.items() if value is not None]
+    for dotted in typed:
         section, key = dotted.split(".")
-        overrides.setdefault(section, {})[key] = value
-    return load_config(args.config, overrides)
+        overrides.setdefault(section, {})[key] = flags[dotted]
+    return flags_win(load_config(args.config, overrides), typed)
 
 
 def record_config(run_dir: Path, cfg: RunConfig, overwrite: bool) -> None:
@@ -67,27 +72,20 @@ def record_config(run_dir: Path, cfg: RunConfig, overwrite: bool) -> None:
     write_text(path, dumps(cfg))
 
 
-def run_main(body: Callable[[], Any], errors: tuple[type[BaseException], ...] = (),
-             short_warnings: bool = False) -> int:
-    """Run a command's body; expected errors (and `errors`) become one line and exit code 2.
+def run_main(body: Callable[[], Any], short_warnings: bool = False) -> int:
+    """Run a command's body. A user error (`errors.user_errors()`) becomes one line on stderr
+    and exit code 2; any other exception is a bug and propagates with its traceback.
 
     short_warnings: every warning is printed once per occurrence as one `warning:` line,
     without the source line Python's default format adds.
     """
-    from ensemble_dfd.backbones import WeightsUnavailableError
-    from ensemble_dfd.data.dataset import DatasetError
-    from ensemble_dfd.data.images import ImageReadError
-    from ensemble_dfd.logits import StoreError
-
-    expected = (ConfigError, RunExistsError, DatasetError, ImageReadError, StoreError,
-                WeightsUnavailableError, KeyError, ValueError, *errors)
     try:
         with warnings.catch_warnings():
             if short_warnings:
                 warnings.simplefilter("always")
                 warnings.showwarning = _show_warning
             rc = body()
-    except expected as exc:
+    except user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return rc if isinstance(rc, int) else 0

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from ensemble_dfd.errors import UserError
+
 ALL_MODELS = ("M1", "M2", "M3", "M4", "M5", "M6", "M7", "M8", "M9", "M10")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override that cannot be used."""
 
 
@@ -156,9 +158,10 @@ def for_model(train: TrainConfig, ref: str) -> TrainConfig:
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Tables merge key by key; an empty table (`--set train.per_model={}`) clears one."""
     out = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and value and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
             out[key] = value
@@ -199,6 +202,21 @@ def load_config(path: str | Path | None = None,
     table = _merge(table, overrides or {})
     cfg = _build(RunConfig, table, "")
     validate(cfg)
+    return cfg
+
+
+def flags_win(cfg: RunConfig, keys: list[str]) -> RunConfig:
+    """A value the user typed as a dedicated flag (`--epochs-frozen 2`) holds for every
+    model: drop that key from the per-model tables (`train.per_model`,
+    `data.image_size_per_model`) so the file's per-model values cannot undo it."""
+    train_keys = {k.split(".", 1)[1] for k in keys if k.startswith("train.")}
+    per_model = {ref: {k: v for k, v in over.items() if k not in train_keys}
+                 for ref, over in cfg.train.per_model.items()}
+    per_model = {ref: over for ref, over in per_model.items() if over}
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, per_model=per_model))
+    if "data.image_size" in keys:
+        cfg = dataclasses.replace(
+            cfg, data=dataclasses.replace(cfg.data, image_size_per_model={}))
     return cfg
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ensemble_dfd.errors import UserError
 from ensemble_dfd.runio import atomic_write
 
 LOGITS_FILE = "logits.parquet"
@@ -20,7 +21,7 @@ IMAGES_FILE = "images.parquet"
 LOGIT_COLUMNS = ["run", "model", "split", "path", "label", "logit"]
 
 
-class StoreError(ValueError):
+class StoreError(UserError, ValueError):
     """A logits store that is missing, inconsistent or does not match its use."""
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit as _expit
 
+from ensemble_dfd.errors import UsageError
+
 SEVEN = ("acc", "tpr", "tnr", "ppv", "npv", "f1", "mcc")
 CI_METRICS = ("acc", "auc", "mcc")
 _EPS = np.finfo(np.float64).eps
@@ -217,7 +219,7 @@ def roc_points(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def _need_both(y: np.ndarray, what: str) -> None:
     if np.unique(y).size < 2:
-        raise ValueError(f"{what} needs both classes (Real and Fake) in the validation labels")
+        raise UsageError(f"{what} needs both classes (Real and Fake) in the validation labels")
 
 
 def eer_threshold(y: np.ndarray, score: np.ndarray) -> float:
@@ -231,7 +233,7 @@ def eer_threshold(y: np.ndarray, score: np.ndarray) -> float:
 def fpr_threshold(y: np.ndarray, score: np.ndarray, target: float) -> float:
     """Loosest threshold whose false-positive rate (fakes called real) is <= target."""
     if not 0.0 <= target <= 1.0:
-        raise ValueError(f"target FPR must be in [0, 1], got {target}")
+        raise UsageError(f"target FPR must be in [0, 1], got {target}")
     _need_both(np.asarray(y), "a target-FPR threshold")
     fpr, _, thr = roc_points(y, score)
     ok = np.flatnonzero(fpr <= target + 1e-12)
@@ -250,7 +252,7 @@ def choose_threshold(rule: str, y: np.ndarray, score: np.ndarray) -> float:
         return eer_threshold(y, score)
     if rule.startswith("fpr:"):
         return fpr_threshold(y, score, float(rule[4:]))
-    raise ValueError(f"unknown threshold rule {rule!r} (use fixed, eer or fpr:<rate>)")
+    raise UsageError(f"unknown threshold rule {rule!r} (use fixed, eer or fpr:<rate>)")
 
 
 def parse_threshold_rule(rule: str) -> str:
@@ -264,7 +266,7 @@ def parse_threshold_rule(rule: str) -> str:
             t = -1.0
         if 0.0 <= t <= 1.0:
             return rule
-    raise ValueError(f"bad --threshold {rule!r}: use fixed, eer or fpr:<rate in [0,1]>")
+    raise UsageError(f"bad --threshold {rule!r}: use fixed, eer or fpr:<rate in [0,1]>")
 
 
 # ---------------------------------------------------------------------------------------

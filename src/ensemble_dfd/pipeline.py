@@ -18,14 +18,15 @@ import pandas as pd
 
 from ensemble_dfd import logits as store
 from ensemble_dfd.cli_common import add_config_args, make_logger, resolve_config, run_main
-from ensemble_dfd.config import RunConfig, dumps
+from ensemble_dfd.config import ConfigError, RunConfig, dumps
+from ensemble_dfd.errors import UsageError, UserError
 from ensemble_dfd.runio import write_text
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = ROOT / "experiments" / "demo.toml"
 
 
-class StepFailed(RuntimeError):
+class StepFailed(UserError, RuntimeError):
     """A chained step exited non-zero; its own message was printed above."""
 
 
@@ -42,7 +43,7 @@ def _step(n: int, total: int, name: str, fn: Callable[[list[str]], int], argv: l
 def _labels_of(folder: Path) -> Path:
     labels = folder / "labels.csv"
     if not labels.is_file():
-        raise FileNotFoundError(f"{folder}: no labels.csv (columns path,label[,source])")
+        raise UsageError(f"{folder}: no labels.csv (columns path,label[,source])")
     return labels
 
 
@@ -105,7 +106,7 @@ def run_pipeline(cfg: RunConfig, config_path: Path, out: Path, overwrite: bool,
                   ["all", "--videos", p.videos, "--labels", p.labels, "--out", str(data),
                    "--config", str(config_path)], log)
     if data is None:
-        raise FileNotFoundError("the config's [pipeline] names no data = DIR nor videos = DIR")
+        raise ConfigError("the config's [pipeline] names no data = DIR nor videos = DIR")
     n += 1
     _step(n, total, "base_train", base_train.main,
           ["--data", str(data), "--out", str(out), "--config", str(config_path)]
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         write_text(resolved, dumps(cfg))
         try:
             table = run_pipeline(cfg, resolved, args.out, args.overwrite, log)
-        except (StepFailed, FileNotFoundError) as exc:
+        except UserError as exc:  # also into the run's log
             log(f"error: {exc}")
             return 2
         from ensemble_dfd.reports.training import markdown

@@ -78,23 +78,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 2 on bad arguments, 0 on --help
         return int(exc.code or 0)
-    from ensemble_dfd.config import ConfigError
-    from ensemble_dfd.stack import MetaLearnerMismatch
-    from ensemble_dfd.verdict import InputError, Predictor, RunError, expand_inputs
+    from ensemble_dfd.cli_common import run_main
+
+    return run_main(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ensemble_dfd.errors import UsageError
+    from ensemble_dfd.verdict import Predictor, expand_inputs
 
     if args.batch_size < 1:
-        print("error: --batch-size must be >= 1", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        # check the inputs before loading any model: a typo should fail in a second
-        items, notes = expand_inputs(args.paths)
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-        predictor = Predictor(args.run, args.learner, args.aggregate, args.faces,
-                              args.batch_size)
-    except (InputError, RunError, ConfigError, MetaLearnerMismatch, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise UsageError("--batch-size must be >= 1")
+    # check the inputs before loading any model: a typo should fail in a second
+    items, notes = expand_inputs(args.paths)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    predictor = Predictor(args.run, args.learner, args.aggregate, args.faces, args.batch_size)
     records, _ = predictor.predict_paths(items)
     for r in records:
         for w in r.get("warnings", []):
@@ -112,7 +111,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
     return exit_code(records)
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,6 +30,7 @@ from ensemble_dfd.analysis import attribution as A
 from ensemble_dfd.analysis import disagreement as D
 from ensemble_dfd.analysis import intervention as IV
 from ensemble_dfd.cli_common import run_main
+from ensemble_dfd.errors import UserError
 from ensemble_dfd.logits import (
     IMAGES_FILE,
     LogitMatrix,
@@ -46,7 +47,7 @@ FIT_SPLIT = "validation"
 PROPERTIES = ("width", "height", "area", "blur", "jpeg_quality", "brightness", "contrast")
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """Input the report cannot use (explained in the message)."""
 
 
@@ -595,10 +596,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ensemble_dfd.ensemble import MetaLearnerError
-
-    return run_main(lambda: run(args, argv), (ReportError, MetaLearnerError,
-                                              IV.InterventionError), short_warnings=True)
+    return run_main(lambda: run(args, argv), short_warnings=True)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ensemble_dfd import __version__
+from ensemble_dfd.errors import UserError
 
 
-class RunExistsError(FileExistsError):
+class RunExistsError(UserError, FileExistsError):
     """A finished result would be overwritten without --overwrite."""
 
 

@@ -271,14 +271,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     import uvicorn
 
-    from ensemble_dfd.config import ConfigError
-    from ensemble_dfd.stack import MetaLearnerMismatch
-    from ensemble_dfd.verdict import RunError
+    from ensemble_dfd.errors import UserError
 
     try:
         app = create_app(args.run, args.learner, args.aggregate, args.faces,
                          args.max_upload_mb, args.workers, args.queue)
-    except (RunError, ConfigError, MetaLearnerMismatch, ValueError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     uvicorn.run(app, host=args.host, port=args.port, workers=1, log_level="info")

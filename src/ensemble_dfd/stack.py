@@ -37,6 +37,7 @@ from ensemble_dfd.ensemble import (
     make_meta_learner,
     oof_decision,
 )
+from ensemble_dfd.errors import UserError
 from ensemble_dfd.logits import (
     IMAGES_FILE,
     LogitMatrix,
@@ -54,7 +55,7 @@ STACK_DIR = "stack"
 SIDECAR_FORMAT = 1
 
 
-class StackError(ValueError):
+class StackError(UserError, ValueError):
     """Input the stack step cannot use (explained in the message)."""
 
 
@@ -566,8 +567,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> pd.DataFrame
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run_main(lambda: run(args, argv), (MetaLearnerError, StackError),
-                    short_warnings=True)
+    return run_main(lambda: run(args, argv), short_warnings=True)
 
 
 if __name__ == "__main__":

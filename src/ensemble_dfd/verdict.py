@@ -39,6 +39,7 @@ from ensemble_dfd.config import PrepareConfig, load_config
 from ensemble_dfd.data import faces as facelib
 from ensemble_dfd.data import frames as framelib
 from ensemble_dfd.data.images import ImageReadError, read_rgb, resize
+from ensemble_dfd.errors import UsageError, UserError
 
 AGGREGATES = ("mean", "fake_fraction", "max_fake")
 FACE_MODES = ("auto", "detect", "as-is")
@@ -47,7 +48,7 @@ DEFAULT_LEARNER = "soft_vote"
 STACK_DIR = "stack"
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """An input that is not a readable image or video (the message names the file)."""
 
 
@@ -55,7 +56,7 @@ class NoFaceError(InputError):
     """An input in which no face was kept."""
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """A run folder that cannot be used for predictions."""
 
 
@@ -200,7 +201,7 @@ def extract_faces(path: str | Path, kind: str, p: PrepareConfig, mode: str = "au
     ends before its declared length is an error too (the web service refuses those).
     """
     if mode not in FACE_MODES:
-        raise ValueError(f"faces mode must be one of {FACE_MODES}, got {mode!r}")
+        raise UsageError(f"faces mode must be one of {FACE_MODES}, got {mode!r}")
     path = Path(path)
     res = InputFaces(name or str(path), kind)
     t0 = time.perf_counter()
@@ -282,7 +283,7 @@ def aggregate(p_real: np.ndarray, threshold_prob: float, how: str = "mean"
     if how == "max_fake":
         score = float(p.min())
         return score, "real" if score > threshold_prob else "fake"
-    raise ValueError(f"aggregate must be one of {AGGREGATES}, got {how!r}")
+    raise UsageError(f"aggregate must be one of {AGGREGATES}, got {how!r}")
 
 
 def threshold_to_prob(threshold_logit: float) -> float:
@@ -361,9 +362,9 @@ class Predictor:
         self.config = load_config(cfg_path)
         self.prepare: PrepareConfig = self.config.prepare
         if aggregate not in AGGREGATES:
-            raise ValueError(f"--aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+            raise UsageError(f"--aggregate must be one of {AGGREGATES}, got {aggregate!r}")
         if faces not in FACE_MODES:
-            raise ValueError(f"--faces must be one of {FACE_MODES}, got {faces!r}")
+            raise UsageError(f"--faces must be one of {FACE_MODES}, got {faces!r}")
         self.aggregate, self.face_mode, self.batch_size = aggregate, faces, batch_size
         try:
             self.model_paths = trained_models(self.run_dir)

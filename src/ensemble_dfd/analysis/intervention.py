@@ -25,12 +25,13 @@ import pandas as pd
 
 from ensemble_dfd import metrics as M
 from ensemble_dfd.analysis.attribution import DEGRADATIONS
+from ensemble_dfd.errors import UserError
 
 RESULT_COLUMNS = ["split", "degradation", "unit", "level", "value", "predictor", "kind", "n",
                   "acc", "auc", "tpr", "tnr"]
 
 
-class InterventionError(ValueError):
+class InterventionError(UserError, ValueError):
     """Input the intervention study cannot use (missing images, models, bad levels)."""
 
 

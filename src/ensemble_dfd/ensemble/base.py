@@ -11,12 +11,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ensemble_dfd.errors import UserError
 from ensemble_dfd.metrics import logit, sigmoid
 
 CALIBRATIONS = (None, "temperature", "platt")
 
 
-class MetaLearnerError(ValueError):
+class MetaLearnerError(UserError, ValueError):
     """Input a meta-learner cannot fit or score (wrong shape, non-finite, one class)."""
 
 

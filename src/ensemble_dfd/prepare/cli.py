@@ -11,9 +11,10 @@ from typing import Any
 
 import pandas as pd
 
+from ensemble_dfd.cli_common import run_main
 from ensemble_dfd.config import ConfigError, PrepareConfig, load_config, parse_overrides
 from ensemble_dfd.data import faces as facelib
-from ensemble_dfd.data.dataset import DatasetError, load_dataset
+from ensemble_dfd.data.dataset import load_dataset
 from ensemble_dfd.prepare.common import (
     NEAR_THRESHOLD,
     NothingUsable,
@@ -35,7 +36,7 @@ from ensemble_dfd.prepare.splitting import (
     split_items_from_faces,
     split_items_from_images,
 )
-from ensemble_dfd.runio import RunExistsError, write_json
+from ensemble_dfd.runio import write_json
 
 
 def stats_command(args: argparse.Namespace) -> int:
@@ -294,15 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad arguments, 0 on --help
         return int(exc.code or 0)
-    try:
-        return int(args.func(args))
-    except NothingUsable as exc:
-        print(f"error: nothing usable produced: {exc}", file=sys.stderr)
-        return 2
-    except (ConfigError, RunExistsError, DatasetError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
+    return run_main(lambda: int(args.func(args)))
 
 if __name__ == "__main__":
     sys.exit(main())

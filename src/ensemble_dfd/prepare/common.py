@@ -14,6 +14,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ensemble_dfd.data import manifest as mf
+from ensemble_dfd.errors import UserError
 from ensemble_dfd.runio import RunExistsError, guard_overwrite, read_json, write_json, write_text
 
 MARKER = ".prepare.json"
@@ -47,8 +48,11 @@ OUTPUTS = {
 OUTPUTS["all"] = tuple(dict.fromkeys(("faces",) + OUTPUTS["split"]))
 
 
-class NothingUsable(RuntimeError):
+class NothingUsable(UserError, RuntimeError):
     """The run finished but produced nothing (exit code 2)."""
+
+    def __str__(self) -> str:
+        return f"nothing usable produced: {super().__str__()}"
 
 
 def log(msg: str) -> None:
