@@ -37,12 +37,13 @@ def test_a_bug_is_not_a_user_error(bug):
 def test_package_errors_share_the_base():
     from ensemble_dfd.analysis.intervention import InterventionError
     from ensemble_dfd.ensemble import MetaLearnerError
+    from ensemble_dfd.ensemble.saved import MetaLearnerMismatch
     from ensemble_dfd.logits import StoreError
     from ensemble_dfd.pipeline import StepFailed
     from ensemble_dfd.prepare.common import NothingUsable
     from ensemble_dfd.report import ReportError
     from ensemble_dfd.runio import RunExistsError
-    from ensemble_dfd.stack import MetaLearnerMismatch, StackError
+    from ensemble_dfd.stack import StackError
     from ensemble_dfd.verdict import InputError, NoFaceError, RunError
 
     for cls in (ConfigError, InterventionError, MetaLearnerError, StoreError, StepFailed,

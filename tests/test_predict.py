@@ -115,15 +115,42 @@ def test_aggregate_rejects_bad_input():
 
 
 def test_choose_learner_rules():
+    from ensemble_dfd.rundir import StackInfo
+
     models, saved = ["M2", "M6"], ["soft_vote", "stack_lr"]
-    assert choose_learner(None, {}, models, saved) == ("learner", "soft_vote")
-    assert choose_learner("auto", {"recommended": "stack_lr"}, models, saved) == (
+    assert choose_learner(None, None, models, saved) == ("learner", "soft_vote")
+    assert choose_learner("auto", StackInfo(recommended="stack_lr"), models, saved) == (
         "learner", "stack_lr")
-    assert choose_learner(None, {}, models, []) == ("mean", "soft_vote_builtin")
-    assert choose_learner("M6", {}, models, saved) == ("model", "M6")
-    assert choose_learner("best_single", {"best_single": "M2"}, models, saved) == ("model", "M2")
+    assert choose_learner(None, None, models, []) == ("mean", "soft_vote_builtin")
+    assert choose_learner("M6", None, models, saved) == ("model", "M6")
+    assert choose_learner("best_single", StackInfo(best_single="M2"), models, saved) == (
+        "model", "M2")
+    # no recommendation recorded: the stack's soft_vote, else its first learner
+    assert choose_learner(None, StackInfo(learners=["stack_lr", "soft_vote"]), models,
+                          saved) == ("learner", "soft_vote")
+    assert choose_learner(None, StackInfo(learners=["stack_lr"]), models, saved) == (
+        "learner", "stack_lr")
     with pytest.raises(RunError, match="neither a trained model"):
-        choose_learner("nope", {}, models, saved)
+        choose_learner("nope", None, models, saved)
+    with pytest.raises(RunError, match="best_single"):
+        choose_learner("best_single", None, models, saved)
+
+
+def test_stack_json_has_one_parser(tmp_path):
+    from ensemble_dfd.rundir import Run
+
+    run = Run(tmp_path)
+    assert run.stack is None and run.best_single() is None
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "stack" / "stack.json").write_text('{"learners": ["a", "soft_vote"], '
+                                                   '"best_single": "M3", '
+                                                   '"thresholds": {"M3": 0.5}}')
+    run = Run(tmp_path)
+    assert run.stack.primary == "soft_vote" and run.best_single() == "M3"
+    assert run.stack.threshold("M3") == 0.5 and run.stack.threshold("M9") == 0.0
+    (tmp_path / "stack" / "stack.json").write_text("{not json")
+    with pytest.raises(RunError, match="stack.json: not valid JSON"):
+        _ = Run(tmp_path).stack
 
 
 def test_expand_inputs(tmp_path, media):

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from ensemble_dfd import stack
+from ensemble_dfd.ensemble import saved
 from ensemble_dfd.logits import write_store
 from ensemble_dfd.synthetic_logits import make_store
 
@@ -66,7 +67,7 @@ def test_learners_saved_with_sidecars_and_loadable(done):
     assert side["models"] == ["M1", "M2", "M3", "M4"]
     assert side["fit_split"] == "validation" and side["n"] == 300
     assert "scikit-learn" in side["versions"] and "threshold" in side
-    loaded = stack.load_meta_learner(ldir / "stack_lr.joblib", ["M4", "M3", "M2", "M1", "M9"])
+    loaded = saved.load_meta_learner(ldir / "stack_lr.joblib", ["M4", "M3", "M2", "M1", "M9"])
     assert loaded.models == ["M1", "M2", "M3", "M4"]
     preds = pd.read_parquet(done / "stack" / "predictions.parquet")
     test = preds[preds.split == "test"]
@@ -78,14 +79,14 @@ def test_learners_saved_with_sidecars_and_loadable(done):
 
 def test_loader_rejects_missing_models_and_mixed_files(done, tmp_path):
     ldir = done / "stack" / "learners"
-    with pytest.raises(stack.MetaLearnerMismatch, match="missing here: M4"):
-        stack.load_meta_learner(ldir / "caruana.joblib", ["M1", "M2", "M3"])
+    with pytest.raises(saved.MetaLearnerMismatch, match="missing here: M4"):
+        saved.load_meta_learner(ldir / "caruana.joblib", ["M1", "M2", "M3"])
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     (mixed / "x.joblib").write_bytes((ldir / "soft_vote.joblib").read_bytes())
     (mixed / "x.json").write_text((ldir / "stack_lr.json").read_text())
-    with pytest.raises(stack.MetaLearnerMismatch, match="checksum"):
-        stack.load_meta_learner(mixed / "x.joblib", ["M1", "M2", "M3", "M4"])
+    with pytest.raises(saved.MetaLearnerMismatch, match="checksum"):
+        saved.load_meta_learner(mixed / "x.joblib", ["M1", "M2", "M3", "M4"])
 
 
 def test_weights_show_useless_model(done):

@@ -16,24 +16,9 @@ from ensemble_dfd import logits as store
 from ensemble_dfd.cli_common import make_logger, run_main
 from ensemble_dfd.data.dataset import load_dataset
 from ensemble_dfd.data.images import read_rgb, stream_images
-from ensemble_dfd.train import DONE_FILE, MODEL_FILE
+from ensemble_dfd.rundir import trained_models
 
 IMAGE_COLUMNS = ["split", "path", "label", "source", "group", "width", "height"]
-
-
-def trained_models(run_dir: Path, refs: list[str] | None = None) -> dict[str, Path]:
-    """ref -> model file for every finished model in run_dir/models (optionally a subset)."""
-    found = {p.parent.name: p.parent / MODEL_FILE
-             for p in (run_dir / "models").glob(f"*/{DONE_FILE}")
-             if (p.parent / MODEL_FILE).exists()}
-    if refs:
-        missing = [r for r in refs if r not in found]
-        if missing:
-            raise store.StoreError(f"{run_dir}: no finished model for {', '.join(missing)}")
-        found = {r: found[r] for r in refs}
-    if not found:
-        raise store.StoreError(f"{run_dir / 'models'}: no finished models to collect from")
-    return dict(sorted(found.items(), key=lambda kv: store.model_sort_key(kv[0])))
 
 
 def image_table(rows: pd.DataFrame) -> pd.DataFrame:

@@ -10,16 +10,20 @@ what they write when run alone; finished steps are skipped on a rerun.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
+from ensemble_dfd import base_train, collect, prepare, report, stack
 from ensemble_dfd import logits as store
 from ensemble_dfd.cli_common import add_config_args, make_logger, resolve_config, run_main
 from ensemble_dfd.config import ConfigError, RunConfig, dumps
 from ensemble_dfd.errors import UsageError, UserError
+from ensemble_dfd.reports.training import markdown
+from ensemble_dfd.rundir import Run
 from ensemble_dfd.runio import write_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,8 +67,9 @@ def make_demo_data(out: Path, seed: int) -> tuple[Path, Path]:
 
 def summary_table(run_dir: Path) -> pd.DataFrame:
     """Per split: the best single model (chosen on validation) and every ensemble."""
-    comp = pd.read_csv(run_dir / "stack" / "comparison.csv")
-    best = _best_single(run_dir, comp)
+    run = Run(run_dir)
+    comp = pd.read_csv(run.stack_dir / "comparison.csv")
+    best = run.best_single(store.read_store(run_dir))
     keep = comp[(comp["kind"] == "ensemble") | (comp["predictor"] == best)]
     keep = keep[keep["split"] != "validation"]
     cols = [c for c in ("split", "predictor", "kind", "n", "acc", "acc_lo", "acc_hi", "auc",
@@ -73,29 +78,11 @@ def summary_table(run_dir: Path) -> pd.DataFrame:
     return keep[cols].reset_index(drop=True)
 
 
-def _best_single(run_dir: Path, comp: pd.DataFrame) -> str:
-    info = run_dir / "stack" / "stack.json"
-    if info.exists():
-        import json
-
-        best = json.loads(info.read_text()).get("best_single")
-        if best:
-            return str(best)
-    val = comp[(comp["kind"] == "single") & comp["split"].str.startswith("validation")]
-    return str(val.sort_values("acc", ascending=False)["predictor"].iloc[0])
-
-
 def run_pipeline(cfg: RunConfig, config_path: Path, out: Path, overwrite: bool,
                  log: Callable[[str], None]) -> pd.DataFrame:
-    from ensemble_dfd import base_train, collect, prepare, stack
-
-    try:
-        from ensemble_dfd import report
-    except ImportError:  # the report step is optional while it is being built
-        report = None
     p = cfg.pipeline
     total = (1 + bool(p.videos) + 2 * len(p.extra_videos) + len(p.extra_data) + bool(p.stack)
-             + bool(p.report and report))
+             + bool(p.report))
     n = 0
     data = Path(p.data) if p.data else None
     if p.videos:
@@ -138,7 +125,7 @@ def run_pipeline(cfg: RunConfig, config_path: Path, out: Path, overwrite: bool,
         else:
             _step(n, total, "stack", stack.main,
                   ["--run", str(out)] + (["--overwrite"] if overwrite else []), log)
-    if p.report and report is not None:
+    if p.report:
         n += 1
         if (out / "report" / "index.html").exists() and not overwrite:
             log(f"[{n}/{total}] report: finished earlier, skipping")
@@ -147,8 +134,6 @@ def run_pipeline(cfg: RunConfig, config_path: Path, out: Path, overwrite: bool,
             _step(n, total, "report", report.main,
                   ["--run", str(out), *data_args] + (["--overwrite"] if overwrite else []), log)
     table = summary_table(out)
-    from ensemble_dfd.reports.training import markdown
-
     write_text(out / "pipeline_summary.csv", table.to_csv(index=False))
     write_text(out / "pipeline_summary.md", markdown(table, ".3f"))
     return table
@@ -175,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = resolve_config(args, {})
         if args.demo:
             data, wild = make_demo_data(args.out, cfg.seed)
-            args.set += [f'pipeline.data="{data}"', f'pipeline.extra_data={{wild = "{wild}"}}']
-            cfg = resolve_config(args, {})
+            cfg = dataclasses.replace(cfg, pipeline=dataclasses.replace(
+                cfg.pipeline, data=str(data), extra_data={"wild": str(wild)}))
         # the steps read one file, so --set overrides reach them through a resolved copy
         resolved = args.out / "pipeline_config.toml"
         write_text(resolved, dumps(cfg))
@@ -185,9 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         except UserError as exc:  # also into the run's log
             log(f"error: {exc}")
             return 2
-        from ensemble_dfd.reports.training import markdown
-
-        log(f"pipeline finished in {(time.perf_counter() - t0) / 60:.1f} min; summary "
+            log(f"pipeline finished in {(time.perf_counter() - t0) / 60:.1f} min; summary "
             f"({args.out / 'pipeline_summary.md'}):\n" + markdown(table, ".3f"))
         return 0
 

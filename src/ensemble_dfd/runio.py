@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,15 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_json(path: str | Path) -> Any:
@@ -88,8 +100,6 @@ def environment(extra: dict[str, Any] | None = None) -> dict[str, Any]:
 def publish_dir(tmp: Path, out: Path, overwrite: bool, what: str = "result") -> None:
     """Rename a finished temp folder into place; an existing one is replaced only if asked,
     and only after the new one is complete."""
-    import shutil
-
     guard_overwrite(out, overwrite, what)
     old = None
     if out.exists():
@@ -98,3 +108,18 @@ def publish_dir(tmp: Path, out: Path, overwrite: bool, what: str = "result") -> 
     os.replace(tmp, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_dir(out: Path, overwrite: bool, what: str = "result") -> Iterator[Path]:
+    """A temporary folder beside `out` to write a step's output into; when the block ends
+    it is renamed to `out` (see publish_dir), and if the block raises it is removed, so a
+    failed step leaves no partial output."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        publish_dir(tmp, out, overwrite, what)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -23,7 +23,6 @@ loads its models.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -35,17 +34,20 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ensemble_dfd.config import PrepareConfig, load_config
+from ensemble_dfd.config import PrepareConfig
 from ensemble_dfd.data import faces as facelib
 from ensemble_dfd.data import frames as framelib
 from ensemble_dfd.data.images import ImageReadError, read_rgb, resize
+from ensemble_dfd.ensemble.base import prob_to_logit
+from ensemble_dfd.ensemble.saved import load_meta_learner
 from ensemble_dfd.errors import UsageError, UserError
+from ensemble_dfd.logits import StoreError
+from ensemble_dfd.metrics import sigmoid
+from ensemble_dfd.rundir import DEFAULT_LEARNER, Run, RunError, StackInfo
 
 AGGREGATES = ("mean", "fake_fraction", "max_fake")
 FACE_MODES = ("auto", "detect", "as-is")
 AUTO_CROP_MAX_SIDE = 256
-DEFAULT_LEARNER = "soft_vote"
-STACK_DIR = "stack"
 
 
 class InputError(UserError, ValueError):
@@ -54,10 +56,6 @@ class InputError(UserError, ValueError):
 
 class NoFaceError(InputError):
     """An input in which no face was kept."""
-
-
-class RunError(UserError, ValueError):
-    """A run folder that cannot be used for predictions."""
 
 
 # ---------------------------------------------------------------- file types by content
@@ -258,11 +256,6 @@ def no_face_message(res: InputFaces) -> str:
 # ---------------------------------------------------------------- pure scoring logic
 
 
-def sigmoid(z: np.ndarray | float) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64)
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free logistic
-
-
 def aggregate(p_real: np.ndarray, threshold_prob: float, how: str = "mean"
               ) -> tuple[float, str]:
     """One input's score and verdict from its faces' P(real).
@@ -290,38 +283,26 @@ def threshold_to_prob(threshold_logit: float) -> float:
     return float(sigmoid(threshold_logit))
 
 
-def read_stack_json(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / STACK_DIR / "stack.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{path}: not valid JSON: {exc}") from None
-
-
-def choose_learner(requested: str | None, stack_info: dict[str, Any], models: list[str],
+def choose_learner(requested: str | None, stack: StackInfo | None, models: list[str],
                    saved_learners: list[str]) -> tuple[str, str]:
     """(kind, name): kind 'model' (one base model), 'learner' (a saved meta-learner) or
     'mean' (built-in soft vote: mean P(real) of all models, threshold 0.5).
 
-    Default: the ensemble stack.json recommends (key ``recommended`` or ``best_ensemble``)
-    if present, else the saved ``soft_vote``, else the built-in soft vote. ``best_single``
+    Default: the run's primary ensemble (`StackInfo.primary`: the one the stack step
+    recommends), else the saved ``soft_vote``, else the built-in soft vote. ``best_single``
     names the stack's best single model.
     """
     if requested in (None, "", "auto"):
-        for key in ("recommended", "best_ensemble"):
-            name = stack_info.get(key)
-            if isinstance(name, str) and name:
-                return choose_learner(name, stack_info, models, saved_learners)
+        primary = stack.primary if stack is not None else None
+        if primary:
+            return choose_learner(primary, stack, models, saved_learners)
         if DEFAULT_LEARNER in saved_learners:
             return "learner", DEFAULT_LEARNER
         return "mean", "soft_vote_builtin"
     if requested == "best_single":
-        best = stack_info.get("best_single")
-        if not best:
+        if stack is None or not stack.best_single:
             raise RunError("--learner best_single: the run has no stack/stack.json naming it")
-        requested = best
+        requested = stack.best_single
     if requested in models:
         return "model", requested
     if requested in saved_learners:
@@ -331,6 +312,57 @@ def choose_learner(requested: str | None, stack_info: dict[str, Any], models: li
     raise RunError(f"--learner {requested}: neither a trained model ({', '.join(models)}) nor "
                    f"a fitted meta-learner in stack/learners "
                    f"({', '.join(saved_learners) or 'none'})")
+
+
+# ---------------------------------------------------------------- combiners: X -> z
+
+
+@dataclass(frozen=True)
+class ModelColumn:
+    """One base model's logit as the verdict."""
+
+    index: int
+    threshold: float
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        return X[:, self.index]
+
+
+@dataclass(frozen=True)
+class SavedLearner:
+    """A fitted meta-learner from the run's stack/learners, fed its columns in its order."""
+
+    learner: Any  # ensemble.saved.LoadedMetaLearner
+    columns: list[int]
+
+    @property
+    def threshold(self) -> float:
+        return self.learner.threshold
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.learner.decision(X[:, self.columns]), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class MeanProbability:
+    """Built-in soft vote: the logit of the models' mean P(real); threshold 0.5."""
+
+    threshold: float = 0.0
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        return prob_to_logit(sigmoid(X).mean(axis=1))
+
+
+def make_combiner(kind: str, name: str, run: Run, models: list[str],
+                  thresholds: dict[str, float]) -> ModelColumn | SavedLearner | MeanProbability:
+    """The callable X (faces x models, logits) -> z (ensemble logit) for a chosen learner."""
+    if kind == "learner":
+        # only ever from this run's own folder: no path from a user reaches joblib
+        lm = load_meta_learner(run.learner_path(name), models)
+        return SavedLearner(lm, [models.index(m) for m in lm.models])
+    if kind == "model":
+        return ModelColumn(models.index(name), thresholds[name])
+    return MeanProbability()
 
 
 # ---------------------------------------------------------------- the predictor
@@ -352,14 +384,9 @@ class Predictor:
 
     def __init__(self, run_dir: str | Path, learner: str | None = None,
                  aggregate: str = "mean", faces: str = "auto", batch_size: int = 64):
-        from ensemble_dfd.collect import trained_models
-        from ensemble_dfd.logits import StoreError
-
-        self.run_dir = Path(run_dir)
-        cfg_path = self.run_dir / "config.toml"
-        if not cfg_path.is_file():
-            raise RunError(f"{self.run_dir}: no config.toml (is it a run folder?)")
-        self.config = load_config(cfg_path)
+        self.run = Run(run_dir)
+        self.run_dir = self.run.path
+        self.config = self.run.config()
         self.prepare: PrepareConfig = self.config.prepare
         if aggregate not in AGGREGATES:
             raise UsageError(f"--aggregate must be one of {AGGREGATES}, got {aggregate!r}")
@@ -367,37 +394,24 @@ class Predictor:
             raise UsageError(f"--faces must be one of {FACE_MODES}, got {faces!r}")
         self.aggregate, self.face_mode, self.batch_size = aggregate, faces, batch_size
         try:
-            self.model_paths = trained_models(self.run_dir)
+            self.model_paths = self.run.trained_models()
         except StoreError as exc:
             raise RunError(str(exc)) from None
         self.model_refs = list(self.model_paths)
-        self.stack_info = read_stack_json(self.run_dir)
-        ldir = self.run_dir / STACK_DIR / "learners"
-        saved = sorted(p.stem for p in ldir.glob("*.joblib")) if ldir.is_dir() else []
+        self.stack_info = self.run.stack
         self.learner_kind, self.learner_name = choose_learner(
-            learner, self.stack_info, self.model_refs, saved)
-        thresholds = self.stack_info.get("thresholds", {})
+            learner, self.stack_info, self.model_refs, self.run.saved_learners())
         # per-model thresholds from the stack (logit scale; 0 = the study's sigmoid 0.5)
-        self.model_thresholds = {m: float(thresholds.get(m, 0.0)) for m in self.model_refs}
-        self.meta = None
-        if self.learner_kind == "learner":
-            from ensemble_dfd.stack import load_meta_learner
-
-            # only ever from this run's own folder: no path from a user reaches joblib
-            self.meta = load_meta_learner(ldir / f"{self.learner_name}.joblib",
-                                          self.model_refs)
-            self.threshold = self.meta.threshold
-        elif self.learner_kind == "model":
-            self.threshold = self.model_thresholds[self.learner_name]
-        else:
-            self.threshold = 0.0
+        self.model_thresholds = {m: self.stack_info.threshold(m) if self.stack_info else 0.0
+                                 for m in self.model_refs}
+        self.combiner = make_combiner(self.learner_kind, self.learner_name, self.run,
+                                      self.model_refs, self.model_thresholds)
+        self.threshold = self.combiner.threshold
         self.threshold_prob = threshold_to_prob(self.threshold)
-        t0 = time.perf_counter()
         from ensemble_dfd.train import load_model  # TensorFlow is imported here
 
         self.models = {ref: load_model(p) for ref, p in self.model_paths.items()}
         self.sizes = {ref: int(m.input_shape[1]) for ref, m in self.models.items()}
-        self.load_seconds = time.perf_counter() - t0
         self._lock = threading.Lock()
         self.timing = Timing()
 
@@ -439,14 +453,7 @@ class Predictor:
     def combine(self, X: np.ndarray) -> np.ndarray:
         """Ensemble logit of P(real) per face."""
         t0 = time.perf_counter()
-        if self.learner_kind == "learner":
-            cols = [self.model_refs.index(m) for m in self.meta.models]
-            z = np.asarray(self.meta.decision(X[:, cols]), dtype=np.float64)
-        elif self.learner_kind == "model":
-            z = X[:, self.model_refs.index(self.learner_name)]
-        else:
-            p = sigmoid(X).mean(axis=1)
-            z = np.log(np.clip(p, 1e-12, 1 - 1e-12) / np.clip(1 - p, 1e-12, 1))
+        z = self.combiner(X)
         self.timing.combine_s += time.perf_counter() - t0
         return z
 

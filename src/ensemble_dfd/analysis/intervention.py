@@ -15,7 +15,7 @@ import json
 import math
 import sys
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,10 @@ import pandas as pd
 
 from ensemble_dfd import metrics as M
 from ensemble_dfd.analysis.attribution import DEGRADATIONS
+from ensemble_dfd.data.images import read_rgb, resize
 from ensemble_dfd.errors import UserError
+from ensemble_dfd.rundir import trained_models
+from ensemble_dfd.train import load_model, predict_logits
 
 RESULT_COLUMNS = ["split", "degradation", "unit", "level", "value", "predictor", "kind", "n",
                   "acc", "auc", "tpr", "tnr"]
@@ -149,8 +152,6 @@ def degraded_batch(images: Sequence[np.ndarray], steps: Sequence[Step], size: in
                    ) -> np.ndarray:
     """(len(steps) * N, size, size, 3) uint8: every image degraded at its native resolution
     (as the world degrades it), then resized to the model input like every other input."""
-    from ensemble_dfd.data.images import resize
-
     n = len(images)
     out = np.empty((len(steps) * n, size, size, 3), dtype=np.uint8)
     cache: dict[tuple[str, float], slice] = {}
@@ -207,27 +208,6 @@ def model_input_size(model_dir: Path) -> int | None:
         return None
 
 
-def load_learners(stack_dir: Path, models: Sequence[str],
-                  names: Sequence[str] | None = None,
-                  warn: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Saved meta-learners whose base models are all available, by name."""
-    from ensemble_dfd.stack import MetaLearnerMismatch, load_meta_learner
-
-    folder = stack_dir / "learners"
-    out: dict[str, Any] = {}
-    if not folder.is_dir():
-        return out
-    for j in sorted(folder.glob("*.joblib")):
-        if names is not None and j.stem not in names:
-            continue
-        try:
-            out[j.stem] = load_meta_learner(j, list(models))
-        except MetaLearnerMismatch as e:
-            if warn:
-                warn(f"skipping meta-learner {j.stem}: {e}")
-    return out
-
-
 def run_intervention(run_dir: Path, split: str, files: Sequence[str], y: np.ndarray,
                      models: Sequence[str], steps: Sequence[Step],
                      thresholds: Mapping[str, float] | None = None,
@@ -236,10 +216,6 @@ def run_intervention(run_dir: Path, split: str, files: Sequence[str], y: np.ndar
     """Score every base model and meta-learner on every step; returns the results table and
     the raw scores ((len(steps) * N) per predictor, steps stacked in order)."""
     from tqdm.auto import tqdm
-
-    from ensemble_dfd.collect import trained_models
-    from ensemble_dfd.data.images import read_rgb
-    from ensemble_dfd.train import load_model, predict_logits
 
     y = np.asarray(y).astype(np.int64)
     if len(files) != y.size or y.size == 0:

@@ -7,7 +7,6 @@ from another frame of the same footage.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -153,14 +152,6 @@ def layout_paths(names: Sequence[str], splits: Sequence[str], labels: Sequence[i
         used.add(rel.lower())
         out.append(rel)
     return out
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def manifest_frame(rows: pd.DataFrame) -> pd.DataFrame:

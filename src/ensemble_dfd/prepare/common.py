@@ -15,7 +15,14 @@ from tqdm import tqdm
 
 from ensemble_dfd.data import manifest as mf
 from ensemble_dfd.errors import UserError
-from ensemble_dfd.runio import RunExistsError, guard_overwrite, read_json, write_json, write_text
+from ensemble_dfd.runio import (
+    RunExistsError,
+    guard_overwrite,
+    read_json,
+    sha256_file,
+    write_json,
+    write_text,
+)
 
 MARKER = ".prepare.json"
 
@@ -83,7 +90,7 @@ def _sorted(df: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def file_sha256(path: Path) -> str:
-    return mf.sha256_file(path) if path.is_file() else ""
+    return sha256_file(path) if path.is_file() else ""
 
 
 @dataclass

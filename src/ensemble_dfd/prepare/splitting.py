@@ -23,12 +23,13 @@ from ensemble_dfd.prepare.common import (
     read_csv,
     write_csv,
 )
+from ensemble_dfd.runio import sha256_file
 
 
 def _inspect(path: Path) -> dict[str, Any]:
     """Decode (to validate and measure), hash, and dHash one image."""
     rgb = read_rgb(path)
-    return {"width": rgb.shape[1], "height": rgb.shape[0], "sha256": mf.sha256_file(path),
+    return {"width": rgb.shape[1], "height": rgb.shape[0], "sha256": sha256_file(path),
             "dhash": str(mf.dhash(rgb))}
 
 

@@ -1,0 +1,210 @@
+"""The run folder: its layout and the decisions recorded in it, owned in one place.
+
+Every command asks a `Run` where things are (config, trained models, logits, the stack's
+files) and what was decided (best single model, recommended ensemble, thresholds, fitted
+learners) instead of re-deriving it; `StackInfo` is the one parser of `stack/stack.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ensemble_dfd import metrics as M
+from ensemble_dfd.config import RunConfig, load_config
+from ensemble_dfd.errors import UserError
+from ensemble_dfd.logits import (
+    IMAGES_FILE,
+    LOGITS_FILE,
+    StoreError,
+    logit_matrix,
+    model_sort_key,
+)
+from ensemble_dfd.train import DONE_FILE, MODEL_FILE
+
+CONFIG_FILE = "config.toml"
+MODELS_DIR = "models"
+STACK_DIR = "stack"
+STACK_FILE = "stack.json"
+LEARNERS_DIR = "learners"
+PREDICTIONS_FILE = "predictions.parquet"
+REPORT_DIR = "report"
+FIT_SPLIT = "validation"  # meta-learners are fit, thresholds and the best model chosen here
+OOF_SPLIT = "validation_oof"  # out-of-fold rows of the fit split
+DEFAULT_LEARNER = "soft_vote"  # the ensemble used when the stack recommends none
+
+
+class RunError(UserError, ValueError):
+    """A run folder that cannot be used (the message names the file)."""
+
+
+# ---------------------------------------------------------------- decisions (pure)
+
+
+def recommend(table: pd.DataFrame, learners: Sequence[str]) -> str | None:
+    """The ensemble with the best out-of-fold validation accuracy (ties: AUC) — chosen
+    without looking at any split it will be judged on; predict and report default to it."""
+    oof = table[(table["split"] == OOF_SPLIT) & table["predictor"].isin(list(learners))]
+    if oof.empty:
+        return None
+    order = oof.sort_values(["acc", "auc"], ascending=False, kind="stable")
+    return str(order["predictor"].iloc[0])
+
+
+def choose_best_single(y: np.ndarray, X: np.ndarray, models: Sequence[str],
+                       thresholds: dict[str, float]) -> str:
+    """Highest validation accuracy at its threshold; ties go to AUC, then model order."""
+    keys = []
+    for k, m in enumerate(models):
+        acc = M.seven_metrics(y, X[:, k], thresholds[m])["acc"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", M.OneClassWarning)
+            auc = M.roc_auc(y, X[:, k])
+        keys.append((-acc, -(auc if np.isfinite(auc) else 0.0), k))
+    return models[min(keys)[2]]
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """What the stack step decided (the typed content of stack/stack.json)."""
+
+    models: list[str] = field(default_factory=list)
+    learners: list[str] = field(default_factory=list)
+    best_single: str | None = None
+    recommended: str | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)  # logit scale, per predictor
+    threshold_rule: str = "fixed"
+
+    @classmethod
+    def parse(cls, obj: Any, where: str | Path) -> StackInfo:
+        if not isinstance(obj, dict):
+            raise RunError(f"{where}: expected a JSON object")
+        try:
+            return cls(list(obj.get("models", [])), list(obj.get("learners", [])),
+                       obj.get("best_single") or None, obj.get("recommended") or None,
+                       {str(k): float(v) for k, v in obj.get("thresholds", {}).items()},
+                       str(obj.get("threshold_rule", "fixed")))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise RunError(f"{where}: unusable content: {exc}") from None
+
+    @property
+    def primary(self) -> str | None:
+        """The ensemble the run stands behind: the recommended one, else soft voting, else
+        the first learner (None without learners)."""
+        if self.recommended:
+            return self.recommended
+        if DEFAULT_LEARNER in self.learners:
+            return DEFAULT_LEARNER
+        return self.learners[0] if self.learners else None
+
+    def threshold(self, name: str) -> float:
+        return float(self.thresholds.get(name, 0.0))
+
+
+# ---------------------------------------------------------------- the folder
+
+
+def trained_models(run_dir: Path, refs: Sequence[str] | None = None) -> dict[str, Path]:
+    """ref -> model file for every finished model in run_dir/models (optionally a subset)."""
+    found = {p.parent.name: p.parent / MODEL_FILE
+             for p in (run_dir / MODELS_DIR).glob(f"*/{DONE_FILE}")
+             if (p.parent / MODEL_FILE).exists()}
+    if refs:
+        missing = [r for r in refs if r not in found]
+        if missing:
+            raise StoreError(f"{run_dir}: no finished model for {', '.join(missing)}")
+        found = {r: found[r] for r in refs}
+    if not found:
+        raise StoreError(f"{run_dir / MODELS_DIR}: no finished models to collect from")
+    return dict(sorted(found.items(), key=lambda kv: model_sort_key(kv[0])))
+
+
+class Run:
+    """One run folder: where each step's files live and what the steps decided."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # -- layout ----------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def logits_path(self) -> Path:
+        return self.path / LOGITS_FILE
+
+    @property
+    def images_path(self) -> Path:
+        return self.path / IMAGES_FILE
+
+    @property
+    def stack_dir(self) -> Path:
+        return self.path / STACK_DIR
+
+    @property
+    def learners_dir(self) -> Path:
+        return self.stack_dir / LEARNERS_DIR
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path / REPORT_DIR
+
+    def learner_path(self, name: str) -> Path:
+        return self.learners_dir / f"{name}.joblib"
+
+    # -- contents --------------------------------------------------------------------
+    def config(self) -> RunConfig:
+        if not self.config_path.is_file():
+            raise RunError(f"{self.path}: no {CONFIG_FILE} (is it a run folder?)")
+        return load_config(self.config_path)
+
+    def trained_models(self, refs: Sequence[str] | None = None) -> dict[str, Path]:
+        return trained_models(self.path, refs)
+
+    @cached_property
+    def stack(self) -> StackInfo | None:
+        """The stack step's decisions; None before the stack step has run."""
+        path = self.stack_dir / STACK_FILE
+        if not path.is_file():
+            return None
+        try:
+            obj = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise RunError(f"{path}: not valid JSON: {exc}") from None
+        return StackInfo.parse(obj, path)
+
+    def saved_learners(self) -> list[str]:
+        """Names of the fitted meta-learners saved by the stack step."""
+        d = self.learners_dir
+        return sorted(p.stem for p in d.glob("*.joblib")) if d.is_dir() else []
+
+    def load_learners(self, models: Sequence[str], names: Sequence[str] | None = None,
+                      warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Saved meta-learners whose base models are all among `models`, by name."""
+        from ensemble_dfd.ensemble.saved import load_learners
+
+        return load_learners(self.learners_dir, models, names, warn)
+
+    def predictions(self) -> pd.DataFrame | None:
+        """stack/predictions.parquet (one logit column per predictor), if written."""
+        path = self.stack_dir / PREDICTIONS_FILE
+        return pd.read_parquet(path) if path.is_file() else None
+
+    def best_single(self, store: pd.DataFrame | None = None) -> str | None:
+        """The best single model chosen on validation: the stack step's choice, else the
+        same rule at threshold 0 on the store's validation logits (None without them)."""
+        if self.stack is not None and self.stack.best_single:
+            return self.stack.best_single
+        if store is None or FIT_SPLIT not in set(store["split"]):
+            return None
+        val = logit_matrix(store, FIT_SPLIT)
+        return choose_best_single(val.y, val.X, val.models, {m: 0.0 for m in val.models})
