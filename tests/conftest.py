@@ -50,7 +50,7 @@ def synthetic_dataset(tmp_path_factory) -> Path:
 def tiny_run(synthetic_dataset, tmp_path_factory) -> Path:
     """A real run folder: two tiny models (M6, M2 at 32 px) trained on synthetic faces,
     logits collected on validation and test, meta-learners stacked. Takes ~2 min on 2 cores;
-    tests must not modify it (copy it with shutil.copytree first)."""
+    tests must not modify it (copy it with helpers.link_copy first)."""
     from ensemble_dfd import base_train, stack
 
     run = tmp_path_factory.mktemp("tiny") / "run"
@@ -58,3 +58,11 @@ def tiny_run(synthetic_dataset, tmp_path_factory) -> Path:
                             "--models", "M6,M2", *TINY_TRAIN]) == 0
     assert stack.main(["--run", str(run), "--bootstrap", "100"]) == 0
     return run
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests that use the trained `tiny_run` (directly or through another fixture) train
+    real models: they are `slow`, like every other training test."""
+    for item in items:
+        if "tiny_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -87,7 +87,7 @@ def _upload_file(tmp_path) -> Path:
     wild = SHARED_DATA / "wild" / "519.mp4"
     if wild.is_file():
         return wild
-    from test_predict import write_crop
+    from helpers import write_crop
 
     return write_crop(tmp_path / "face.jpg", 7)
 

@@ -7,14 +7,13 @@ import json
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+from helpers import write_crop, write_face_video
 from synthetic_media import make_image, make_video, truncate
 
 from ensemble_dfd import predict
 from ensemble_dfd.config import PrepareConfig
-from ensemble_dfd.data.synthetic import draw_face
 from ensemble_dfd.verdict import (
     InputError,
     RunError,
@@ -24,28 +23,6 @@ from ensemble_dfd.verdict import (
     extract_faces,
     sniff,
 )
-
-# ---------------------------------------------------------------- media helpers
-
-
-def write_crop(path: Path, seed: int = 0, size: int = 48) -> Path:
-    """A drawn face crop like the synthetic training data (RGB -> BGR for OpenCV)."""
-    rgb = draw_face(np.random.default_rng(seed), size)
-    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return path
-
-
-def write_face_video(path: Path, n_frames: int = 250, size: int = 64, seed: int = 0) -> Path:
-    """A small mp4 whose frames are one drawn face with slight jitter (frames 0/120/240 kept
-    with the default every=120)."""
-    rng = np.random.default_rng(seed)
-    face = cv2.cvtColor(draw_face(rng, size), cv2.COLOR_RGB2BGR)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (size, size))
-    assert writer.isOpened()
-    for i in range(n_frames):
-        writer.write(np.roll(face, i % 3, axis=1))
-    writer.release()
-    return path
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, list[dict], str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import link_copy
 
 from ensemble_dfd import report
 from ensemble_dfd.analysis import intervention as IV
@@ -47,7 +48,7 @@ def _parse(path: Path) -> _Parser:
 @pytest.fixture(scope="module")
 def reported(tiny_run, synthetic_dataset, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("report") / "run"
-    shutil.copytree(tiny_run, run)
+    link_copy(tiny_run, run)
     assert report.main(["--run", str(run), "--data", str(synthetic_dataset), *FAST]) == 0
     return run
 
@@ -100,7 +101,7 @@ def test_refuses_to_overwrite(reported, synthetic_dataset, capsys):
 
 def test_overwrite_and_thumbnails(reported, synthetic_dataset, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(reported, run)
+    link_copy(reported, run)
     assert report.main(["--run", str(run), "--no-intervention", "--overwrite",
                         "--thumbnails", "--data", str(synthetic_dataset.parent),
                         "--hard-real", "0", "--hard-fake", "0"]) == 0
@@ -127,7 +128,7 @@ def test_overwrite_and_thumbnails(reported, synthetic_dataset, tmp_path):
 def test_bad_inputs_exit_2_and_write_nothing(tiny_run, synthetic_dataset, tmp_path, capsys,
                                              extra, match):
     run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
+    link_copy(tiny_run, run)
     args = [a.replace("{tmp}", str(tmp_path)).replace("{syn}", str(synthetic_dataset))
             for a in extra]
     assert report.main(["--run", str(run), *args]) == 2
@@ -146,7 +147,7 @@ def test_missing_run_and_missing_logits(tmp_path, capsys):
 
 def test_intervention_without_trained_models(tiny_run, synthetic_dataset, tmp_path, capsys):
     run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
+    link_copy(tiny_run, run)
     shutil.rmtree(run / "models" / "M2")
     assert report.main(["--run", str(run), "--data", str(synthetic_dataset), *FAST]) == 2
     assert "M2" in capsys.readouterr().err

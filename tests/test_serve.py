@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import write_crop, write_face_video
 from synthetic_media import make_image, make_video, truncate
-from test_predict import write_crop, write_face_video
 
 from ensemble_dfd import predict
 from ensemble_dfd.serve import create_app

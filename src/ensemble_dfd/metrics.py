@@ -27,7 +27,6 @@ from scipy.special import expit as _expit
 
 from ensemble_dfd.errors import UsageError
 
-SEVEN = ("acc", "tpr", "tnr", "ppv", "npv", "f1", "mcc")
 CI_METRICS = ("acc", "auc", "mcc")
 _EPS = np.finfo(np.float64).eps
 

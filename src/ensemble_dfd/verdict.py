@@ -38,6 +38,7 @@ from ensemble_dfd.config import PrepareConfig
 from ensemble_dfd.data import faces as facelib
 from ensemble_dfd.data import frames as framelib
 from ensemble_dfd.data.images import ImageReadError, read_rgb, resize
+from ensemble_dfd.data.jpeg import jpeg_roundtrip
 from ensemble_dfd.ensemble.base import prob_to_logit
 from ensemble_dfd.ensemble.saved import load_meta_learner
 from ensemble_dfd.errors import UsageError, UserError
@@ -157,38 +158,26 @@ class InputFaces:
 
 def encode_crop(rgb: np.ndarray, quality: int) -> tuple[np.ndarray, bytes]:
     """JPEG round trip at prepare's quality: training crops went through it too."""
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise InputError("could not encode a face crop as JPEG")
-    data = buf.tobytes()
-    back = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    return cv2.cvtColor(back, cv2.COLOR_BGR2RGB), data
-
-
-def faces_in_frame(rgb: np.ndarray, p: PrepareConfig
-                   ) -> tuple[list[tuple[int, int, int, int]], str]:
-    """Boxes kept in one RGB frame, exactly as ``prepare`` keeps them (detect, one-face rule,
-    margin); and why the frame was dropped ('' if kept)."""
-    return facelib.kept_boxes(rgb, p.upsample, p.detector, p.one_face_only, p.margin)
+    try:
+        return jpeg_roundtrip(rgb, quality)
+    except ValueError as exc:
+        raise InputError(f"could not encode a face crop as JPEG: {exc}") from None
 
 
 def _add_detected(res: InputFaces, index: int, rgb: np.ndarray, p: PrepareConfig) -> None:
-    boxes, why = faces_in_frame(rgb, p)
-    if why:
-        setattr(res, f"dropped_{why}", getattr(res, f"dropped_{why}") + 1)
-    for box in boxes:
-        crop, data = encode_crop(np.ascontiguousarray(facelib.crop(rgb, box)), p.jpeg_quality)
-        res.faces.append(Face(index, tuple(int(v) for v in box), crop, data))
+    dropped: dict[str, int] = {}
+    for box, face in facelib.iter_kept_faces(rgb, p.upsample, p.detector, p.one_face_only,
+                                             p.margin, dropped):
+        crop, data = encode_crop(face, p.jpeg_quality)
+        res.faces.append(Face(index, box, crop, data))
+    for why, n in dropped.items():
+        setattr(res, f"dropped_{why}", getattr(res, f"dropped_{why}") + n)
 
 
 def _add_whole(res: InputFaces, index: int, rgb: np.ndarray, quality: int,
                reencode: bool) -> None:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    data = buf.tobytes() if ok else b""
-    crop = encode_crop(rgb, quality)[0] if reencode else rgb
-    res.faces.append(Face(index, None, crop, data))
+    back, data = encode_crop(rgb, quality)
+    res.faces.append(Face(index, None, back if reencode else rgb, data))
 
 
 def extract_faces(path: str | Path, kind: str, p: PrepareConfig, mode: str = "auto",

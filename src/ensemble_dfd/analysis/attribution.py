@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ensemble_dfd.data.jpeg import jpeg_roundtrip
 from ensemble_dfd.data.quality import PROPERTY_COLUMNS
 
 BIN_COLUMNS = ["predictor", "kind", "property", "bin", "lo", "hi", "median", "n", "n_wrong",
@@ -324,12 +325,7 @@ def jpeg(img: np.ndarray, quality: float) -> np.ndarray:
     if quality <= 0:
         return img.copy()
     q = int(min(100, max(1, round(quality))))
-    bgr = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, q])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    return out if out.ndim == 2 else cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
+    return jpeg_roundtrip(img, q)[0]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from pathlib import PurePosixPath
 import numpy as np
 import pandas as pd
 
-OUTCOMES = ("TP", "TN", "FP", "FN")
 PAIR_MEASURES = ("disagreement", "yule_q", "double_fault", "kappa", "logit_corr")
 PAIR_COLUMNS = ["model_a", "model_b", "n", "both_right", "a_only_right", "b_only_right",
                 "both_wrong", *PAIR_MEASURES]

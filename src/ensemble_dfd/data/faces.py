@@ -10,6 +10,7 @@ detection is the same: HOG = ``get_frontal_face_detector()(img, upsample)``, CNN
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -107,3 +108,16 @@ def kept_boxes(rgb: np.ndarray, upsample: int, model: str, one_face_only: bool,
     frame was dropped ('' if kept); `predict` calls this too, so the two cannot drift apart."""
     kept, why = select_faces(face_locations(rgb, upsample, model), one_face_only)
     return [expand_box(b, margin, rgb.shape) for b in kept], why
+
+
+def iter_kept_faces(rgb: np.ndarray, upsample: int, model: str, one_face_only: bool,
+                    margin: float, dropped: dict[str, int] | None = None
+                    ) -> Iterator[tuple[Box, np.ndarray]]:
+    """(box, RGB crop) of every face `prepare` keeps in one RGB frame; a dropped frame
+    counts itself in `dropped[why]` ('no_face' or 'multi_face'). prepare stores these crops
+    and predict scores them, so both walk the same loop."""
+    boxes, why = kept_boxes(rgb, upsample, model, one_face_only, margin)
+    if why and dropped is not None:
+        dropped[why] = dropped.get(why, 0) + 1
+    for box in boxes:
+        yield tuple(int(v) for v in box), np.ascontiguousarray(crop(rgb, box))

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from ensemble_dfd.data.jpeg import encode_jpeg
 from ensemble_dfd.runio import atomic_write
 
 SOURCE = "synthetic"
@@ -98,10 +99,7 @@ def make_dataset(out: str | Path, identities: int = 60, frames: int = 6,
             pair = (("Real", jitter(rng, base)), ("Fake", fake_from(rng, jitter(rng, base))))
             for label, img in pair:
                 rel = f"{split_of[g]}/{label}/syn{g:04d}_{k:02d}{label[0]}.jpg"
-                ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
-                                       [cv2.IMWRITE_JPEG_QUALITY, 92])
-                assert ok
-                data = buf.tobytes()
+                data = encode_jpeg(img, 92)
                 atomic_write(out / rel, lambda p, d=data: p.write_bytes(d))
                 rows.append({"path": rel, "split": split_of[g], "label": label, "source": SOURCE,
                              "group": f"syn{g:04d}", "width": size, "height": size,

@@ -39,7 +39,20 @@ def _mean_nll(p: np.ndarray, y: np.ndarray) -> np.ndarray:
     return -np.mean(np.log(q), axis=0)
 
 
-class SoftVoting(LogitMetaLearner):
+class _WeightedProbabilities(LogitMetaLearner):
+    """Base of the learners whose score is a weighted mean of (calibrated) probabilities:
+    subclasses fit `calib_a_`, `calib_b_` and `weights_`."""
+
+    def _decision(self, X):
+        return prob_to_logit(calibrated_probs(X, self.calib_a_, self.calib_b_) @ self.weights_)
+
+    def _with_calibration(self, out: dict) -> dict:
+        if self.calibration is not None:
+            out.update(calib_a=self.calib_a_, calib_b=self.calib_b_)
+        return out
+
+
+class SoftVoting(_WeightedProbabilities):
     """Mean of the models' probabilities (optionally after per-model calibration)."""
 
     def __init__(self, calibration: str | None = None):
@@ -50,14 +63,9 @@ class SoftVoting(LogitMetaLearner):
         self.calib_a_, self.calib_b_ = fit_calibration(X, y, self.calibration)
         self.weights_ = np.full(X.shape[1], 1.0 / X.shape[1])
 
-    def _decision(self, X):
-        return prob_to_logit(calibrated_probs(X, self.calib_a_, self.calib_b_) @ self.weights_)
 
     def weight_table(self):
-        out = {"weight": self.weights_}
-        if self.calibration is not None:
-            out.update(calib_a=self.calib_a_, calib_b=self.calib_b_)
-        return out
+        return self._with_calibration({"weight": self.weights_})
 
 
 class HardVoting(LogitMetaLearner):
@@ -85,7 +93,7 @@ class HardVoting(LogitMetaLearner):
         return {"weight": self.weights_}
 
 
-class WeightedSoftVoting(LogitMetaLearner):
+class WeightedSoftVoting(_WeightedProbabilities):
     """Weighted mean of probabilities; weights on the simplex (non-negative, sum 1) minimise
     log-loss on the fit data. A model that adds nothing gets (close to) zero weight."""
 
@@ -117,14 +125,9 @@ class WeightedSoftVoting(LogitMetaLearner):
         self.loss_ = float(_mean_nll(P @ self.weights_, y))
         self.n_iter_ = int(res.nit)
 
-    def _decision(self, X):
-        return prob_to_logit(calibrated_probs(X, self.calib_a_, self.calib_b_) @ self.weights_)
 
     def weight_table(self):
-        out = {"weight": self.weights_}
-        if self.calibration is not None:
-            out.update(calib_a=self.calib_a_, calib_b=self.calib_b_)
-        return out
+        return self._with_calibration({"weight": self.weights_})
 
 
 def _with_ones(X: np.ndarray) -> np.ndarray:
@@ -262,7 +265,7 @@ class StackedLogisticRegression(LogitMetaLearner):
         return {"coef": self.coef_, "intercept": self.intercept_, "C": self.C_}
 
 
-class CaruanaSelection(LogitMetaLearner):
+class CaruanaSelection(_WeightedProbabilities):
     """Greedy ensemble selection with replacement (Caruana et al., ICML 2004).
 
     Starting from the `n_init` best single models (sorted initialisation), repeatedly add the
@@ -352,11 +355,7 @@ class CaruanaSelection(LogitMetaLearner):
         self.counts_ = counts
         self.weights_ = counts / counts.sum()
 
-    def _decision(self, X):
-        return prob_to_logit(calibrated_probs(X, self.calib_a_, self.calib_b_) @ self.weights_)
 
     def weight_table(self):
-        out = {"count": self.counts_.astype(float), "weight": self.weights_}
-        if self.calibration is not None:
-            out.update(calib_a=self.calib_a_, calib_b=self.calib_b_)
-        return out
+        return self._with_calibration({"count": self.counts_.astype(float),
+                                       "weight": self.weights_})

@@ -18,6 +18,7 @@ from ensemble_dfd.config import PrepareConfig
 from ensemble_dfd.data import faces as facelib
 from ensemble_dfd.data import frames as framelib
 from ensemble_dfd.data.images import ImageReadError, read_rgb
+from ensemble_dfd.data.jpeg import encode_jpeg
 from ensemble_dfd.prepare.common import (
     FACE_COLUMNS,
     FRAME_COLUMNS,
@@ -52,13 +53,14 @@ def settings_from(cfg: PrepareConfig, save_frames: bool, detect: bool = True) ->
                     cfg.margin, cfg.one_face_only, cfg.jpeg_quality, save_frames, detect)
 
 
-def write_jpeg(path: Path, bgr: np.ndarray, quality: int) -> None:
+def write_jpeg(path: Path, rgb: np.ndarray, quality: int) -> None:
     """Encode then write under a temporary name and rename, so no half-written JPEG."""
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise OSError(f"{path}: JPEG encoding failed")
+    try:
+        data = encode_jpeg(rgb, quality)
+    except ValueError as exc:
+        raise OSError(f"{path}: {exc}") from None
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.tobytes())
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
@@ -91,19 +93,17 @@ def process(task: VideoTask, out: str, s: Settings) -> dict[str, Any]:
               "group": task.group}
 
     def handle(index: int, name: str, bgr: np.ndarray) -> None:
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         if s.save_frames:
             fpath = frame_dir / f"{name}.jpg"
-            write_jpeg(fpath, bgr, s.jpeg_quality)
+            write_jpeg(fpath, rgb, s.jpeg_quality)
             frames.append({"path": fpath.relative_to(root).as_posix(), "frame_index": index,
                            **common})
         if not s.detect:
             return
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        kept, why = facelib.kept_boxes(rgb, s.upsample, s.detector, s.one_face_only, s.margin)
-        if why:
-            row[f"dropped_{why}"] += 1
-        for k, box in enumerate(kept):
-            face = facelib.crop(bgr, box)
+        dropped: dict[str, int] = {}
+        for k, (box, face) in enumerate(facelib.iter_kept_faces(
+                rgb, s.upsample, s.detector, s.one_face_only, s.margin, dropped)):
             cpath = crop_dir / crop_name(name, k)
             write_jpeg(cpath, face, s.jpeg_quality)
             top, right, bottom, left = box
@@ -111,6 +111,8 @@ def process(task: VideoTask, out: str, s: Settings) -> dict[str, Any]:
                           **common, "top": top, "right": right, "bottom": bottom,
                           "left": left, "width": right - left, "height": bottom - top})
             row["faces_saved"] += 1
+        for why, n in dropped.items():
+            row[f"dropped_{why}"] += n
 
     try:
         if task.path:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ensemble_dfd.data.jpeg import encode_jpeg
 from ensemble_dfd.runio import write_text
 
 CSS = """
@@ -69,10 +70,6 @@ class HtmlReport:
         cls = f' class="{css}"' if css else ""
         self.parts.append(f"<p{cls}>{html.escape(text)}</p>")
 
-    def raw(self, fragment: str) -> None:
-        """Trusted HTML built by this package (never user or file content)."""
-        self.parts.append(fragment)
-
     def bullets(self, items: Sequence[str]) -> None:
         self.parts.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items)
                           + "</ul>")
@@ -112,8 +109,4 @@ def thumbnail_jpeg(rgb: np.ndarray, max_side: int = 112, quality: int = 80) -> b
     if scale < 1.0:
         rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
                          interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("thumbnail JPEG encoding failed")
-    return buf.tobytes()
+    return encode_jpeg(rgb, quality)

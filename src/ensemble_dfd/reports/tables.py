@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -33,21 +32,6 @@ def fmt_ci(v, lo, hi, digits: int = 3) -> str:
     if lo is None or hi is None or any(math.isnan(float(x)) for x in (lo, hi)):
         return s
     return f"{s} [{float(lo):.{digits}f}, {float(hi):.{digits}f}]"
-
-
-def markdown_table(df: pd.DataFrame, columns: Sequence[str] | None = None,
-                   digits: int = 3, align_numbers: bool = True) -> str:
-    """A GitHub Markdown table of `df` (all or the given columns)."""
-    cols = list(columns) if columns is not None else list(df.columns)
-    head = "| " + " | ".join(str(c) for c in cols) + " |"
-    aligns = []
-    for c in cols:
-        numeric = c in df and pd.api.types.is_numeric_dtype(df[c])
-        aligns.append("---:" if (numeric and align_numbers) else "---")
-    lines = [head, "|" + "|".join(aligns) + "|"]
-    for _, row in df[cols].iterrows():
-        lines.append("| " + " | ".join(fmt_value(row[c], digits) for c in cols) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def write_csv(path: str | Path, df: pd.DataFrame, float_format: str | None = None) -> Path:

@@ -1,0 +1,39 @@
+"""Helpers shared by several test modules (test modules never import each other)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ensemble_dfd.data.synthetic import draw_face
+
+
+def link_copy(src: Path, dst: Path) -> Path:
+    """A copy of a run folder made of hard links: instant, and safe because the steps never
+    change a file in place (they write a new file and rename it over the old one)."""
+    shutil.copytree(src, dst, copy_function=os.link)
+    return dst
+
+
+def write_crop(path: Path, seed: int = 0, size: int = 48) -> Path:
+    """A drawn face crop like the synthetic training data (RGB -> BGR for OpenCV)."""
+    rgb = draw_face(np.random.default_rng(seed), size)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def write_face_video(path: Path, n_frames: int = 250, size: int = 64, seed: int = 0) -> Path:
+    """A small mp4 whose frames are one drawn face with slight jitter (frames 0/120/240 kept
+    with the default every=120)."""
+    rng = np.random.default_rng(seed)
+    face = cv2.cvtColor(draw_face(rng, size), cv2.COLOR_RGB2BGR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (size, size))
+    assert writer.isOpened()
+    for i in range(n_frames):
+        writer.write(np.roll(face, i % 3, axis=1))
+    writer.release()
+    return path
