@@ -72,6 +72,13 @@ def record_config(run_dir: Path, cfg: RunConfig, overwrite: bool) -> None:
     write_text(path, dumps(cfg))
 
 
+def say_done(lines: list[str], wrote: Path, t0: float) -> None:
+    """A step's closing words on stdout: its summary lines, then what it wrote and when."""
+    for line in lines:
+        print(line)
+    print(f"wrote {wrote} in {time.time() - t0:.1f}s")
+
+
 def run_main(body: Callable[[], Any], short_warnings: bool = False) -> int:
     """Run a command's body. A user error (`errors.user_errors()`) becomes one line on stderr
     and exit code 2; any other exception is a bug and propagates with its traceback.

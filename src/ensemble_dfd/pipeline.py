@@ -21,6 +21,7 @@ from ensemble_dfd import base_train, collect, prepare, report, stack
 from ensemble_dfd import logits as store
 from ensemble_dfd.cli_common import add_config_args, make_logger, resolve_config, run_main
 from ensemble_dfd.config import ConfigError, RunConfig, dumps
+from ensemble_dfd.data.synthetic import make_dataset
 from ensemble_dfd.errors import UsageError, UserError
 from ensemble_dfd.reports.training import markdown
 from ensemble_dfd.rundir import Run
@@ -54,8 +55,6 @@ def _labels_of(folder: Path) -> Path:
 def make_demo_data(out: Path, seed: int) -> tuple[Path, Path]:
     """Synthetic faces: a dataset, and a shifted 'wild' set (other identities, smaller
     and more compressed faces) to show how extra splits flow through the pipeline."""
-    from ensemble_dfd.data.synthetic import make_dataset
-
     data, wild = out / "demo_data" / "synthetic-faces", out / "demo_data" / "synthetic-wild"
     if not (data / "manifest.csv").exists():
         make_dataset(data, identities=80, frames=5, seed=seed)

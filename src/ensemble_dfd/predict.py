@@ -25,7 +25,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ensemble_dfd.verdict import AGGREGATES, FACE_MODES, csv_row
+from ensemble_dfd.cli_common import run_main
+from ensemble_dfd.errors import UsageError
+from ensemble_dfd.runio import write_text
+from ensemble_dfd.verdict import AGGREGATES, FACE_MODES, Predictor, csv_row, expand_inputs
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_NO_FACE = 0, 2, 3
 
@@ -78,15 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 2 on bad arguments, 0 on --help
         return int(exc.code or 0)
-    from ensemble_dfd.cli_common import run_main
-
     return run_main(lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ensemble_dfd.errors import UsageError
-    from ensemble_dfd.verdict import Predictor, expand_inputs
-
     if args.batch_size < 1:
         raise UsageError("--batch-size must be >= 1")
     # check the inputs before loading any model: a typo should fail in a second
@@ -104,8 +102,6 @@ def _run(args: argparse.Namespace) -> int:
             print(f"no face: {r['error']}", file=sys.stderr)
     text = format_records(records, predictor.model_refs, args.format)
     if args.output:
-        from ensemble_dfd.runio import write_text
-
         write_text(args.output, text)
     else:
         sys.stdout.write(text)

@@ -31,7 +31,7 @@ from ensemble_dfd.analysis.report_analysis import (
     learner_scores,
     split_props,
 )
-from ensemble_dfd.cli_common import run_main
+from ensemble_dfd.cli_common import run_main, say_done
 from ensemble_dfd.errors import UserError
 from ensemble_dfd.logits import LogitMatrix, StoreError, logit_matrix, model_sort_key, read_store
 from ensemble_dfd.reports.report_page import (
@@ -282,15 +282,12 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
         argv if argv is not None else sys.argv[1:])
     with staged_dir(rd.report_dir, args.overwrite, "report") as tmp:
         write_report(tmp, args, inp, results, inter, findings, command, time.time() - t0)
-    for f in findings:
-        print(f)
-    print(f"wrote {rd.report_dir / 'index.html'} in {time.time() - t0:.1f}s")
+    say_done(findings, rd.report_dir / "index.html", t0)
     return rd.report_dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return run_main(lambda: run(args, argv), short_warnings=True)
+    return run_main(lambda: run(parse_args(argv), argv), short_warnings=True)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ensemble_dfd import metrics as M
 from ensemble_dfd.config import RunConfig, load_config
+from ensemble_dfd.ensemble.saved import LoadedMetaLearner, load_learners
 from ensemble_dfd.errors import UserError
 from ensemble_dfd.logits import (
     IMAGES_FILE,
@@ -132,31 +133,12 @@ class Run:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-
-    # -- layout ----------------------------------------------------------------------
-    @property
-    def config_path(self) -> Path:
-        return self.path / CONFIG_FILE
-
-    @property
-    def logits_path(self) -> Path:
-        return self.path / LOGITS_FILE
-
-    @property
-    def images_path(self) -> Path:
-        return self.path / IMAGES_FILE
-
-    @property
-    def stack_dir(self) -> Path:
-        return self.path / STACK_DIR
-
-    @property
-    def learners_dir(self) -> Path:
-        return self.stack_dir / LEARNERS_DIR
-
-    @property
-    def report_dir(self) -> Path:
-        return self.path / REPORT_DIR
+        self.config_path = self.path / CONFIG_FILE
+        self.logits_path = self.path / LOGITS_FILE
+        self.images_path = self.path / IMAGES_FILE
+        self.stack_dir = self.path / STACK_DIR
+        self.learners_dir = self.stack_dir / LEARNERS_DIR
+        self.report_dir = self.path / REPORT_DIR
 
     def learner_path(self, name: str) -> Path:
         return self.learners_dir / f"{name}.joblib"
@@ -188,10 +170,9 @@ class Run:
         return sorted(p.stem for p in d.glob("*.joblib")) if d.is_dir() else []
 
     def load_learners(self, models: Sequence[str], names: Sequence[str] | None = None,
-                      warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+                      warn: Callable[[str], None] | None = None
+                      ) -> dict[str, LoadedMetaLearner]:
         """Saved meta-learners whose base models are all among `models`, by name."""
-        from ensemble_dfd.ensemble.saved import load_learners
-
         return load_learners(self.learners_dir, models, names, warn)
 
     def predictions(self) -> pd.DataFrame | None:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ensemble_dfd import metrics as M
-from ensemble_dfd.cli_common import run_main
+from ensemble_dfd.cli_common import run_main, say_done
 from ensemble_dfd.comparison import StackError, compare, load_groups, warn_shared_groups
 from ensemble_dfd.ensemble import META_LEARNERS
 from ensemble_dfd.logits import StoreError, logit_matrix, model_sort_key, read_store
@@ -105,14 +105,12 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> pd.DataFrame
     with staged_dir(rd.stack_dir, args.overwrite, "stack comparison") as tmp:
         lines = write_stack(tmp, result, rd.path, runs, args.bootstrap, args.seed, argv,
                             time.time() - t0)
-    print("\n".join(lines))
-    print(f"wrote {rd.stack_dir} in {time.time() - t0:.1f}s")
+    say_done(lines, rd.stack_dir, t0)
     return result.table
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return run_main(lambda: run(args, argv), short_warnings=True)
+    return run_main(lambda: run(parse_args(argv), argv), short_warnings=True)
 
 
 if __name__ == "__main__":

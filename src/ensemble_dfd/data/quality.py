@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from ensemble_dfd.data.images import ImageReadError, read_rgb
+
 # ITU-T T.81 Annex K.1 luminance and K.2 chrominance tables, natural (row-major) order.
 STD_LUMINANCE = np.array([
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
@@ -143,8 +145,6 @@ def image_properties(rgb: np.ndarray, path: str | Path | None = None) -> dict[st
 def properties_table(paths: Sequence[str | Path], workers: int = 0) -> pd.DataFrame:
     """image_properties for many files, one row each in input order: ``path`` plus the
     property columns and ``error`` ('' or why the file could not be read; properties NaN)."""
-    from ensemble_dfd.data.images import ImageReadError, read_rgb
-
     def one(p: str | Path) -> dict[str, object]:
         try:
             row: dict[str, object] = dict(image_properties(read_rgb(p), path=p))

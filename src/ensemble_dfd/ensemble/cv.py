@@ -7,6 +7,7 @@ import inspect
 import numpy as np
 from sklearn.base import clone
 
+from ensemble_dfd.ensemble.base import MetaLearnerError
 from ensemble_dfd.metrics import group_codes
 
 
@@ -17,8 +18,6 @@ def grouped_folds(y: np.ndarray, groups: np.ndarray, n_splits: int = 5, seed=Non
     Each group goes, largest first, to the fold holding fewest images of the group's
     majority class (a greedy version of StratifiedGroupKFold, which is too slow with
     thousands of groups). Uses fewer folds when there are fewer groups; needs two."""
-    from ensemble_dfd.ensemble.base import MetaLearnerError
-
     y = np.asarray(y).astype(np.int64)
     codes, n_groups = group_codes(groups)
     if codes.size != y.size:
@@ -67,8 +66,6 @@ def oof_decision(estimator, X: np.ndarray, y: np.ndarray, groups: np.ndarray,
 
     Returns (logits, fold id per row). Groups are passed on to learners that take them, so
     their own inner CV (e.g. choosing C) is grouped too."""
-    from ensemble_dfd.ensemble.base import MetaLearnerError
-
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
     groups = np.asarray(groups)

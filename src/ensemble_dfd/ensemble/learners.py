@@ -187,11 +187,8 @@ class StackedLogisticRegression(LogitMetaLearner):
 
     def __init__(self, Cs=10, cv: int = 5, max_iter: int = 100, cv_max_rows: int = 20000,
                  random_state=None):
-        self.Cs = Cs
-        self.cv = cv
-        self.max_iter = max_iter
-        self.cv_max_rows = cv_max_rows
-        self.random_state = random_state
+        self.Cs, self.cv, self.max_iter = Cs, cv, max_iter
+        self.cv_max_rows, self.random_state = cv_max_rows, random_state
 
     def _grid(self) -> np.ndarray:
         if isinstance(self.Cs, numbers.Integral):
@@ -277,13 +274,9 @@ class CaruanaSelection(_WeightedProbabilities):
     def __init__(self, n_iter: int = 50, metric: str = "log_loss", n_init: int = 0,
                  n_bags: int = 1, bag_fraction: float = 0.5, calibration: str | None = None,
                  random_state=None):
-        self.n_iter = n_iter
-        self.metric = metric
-        self.n_init = n_init
-        self.n_bags = n_bags
-        self.bag_fraction = bag_fraction
-        self.calibration = calibration
-        self.random_state = random_state
+        self.n_iter, self.metric, self.n_init = n_iter, metric, n_init
+        self.n_bags, self.bag_fraction = n_bags, bag_fraction
+        self.calibration, self.random_state = calibration, random_state
 
     def _check_params(self) -> None:
         if self.metric not in ("log_loss", "accuracy"):

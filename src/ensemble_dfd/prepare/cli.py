@@ -106,14 +106,22 @@ def frames_command(args: argparse.Namespace) -> int:
                      labels=file_sha256(args.labels) if args.labels else "")
     if _finished_before(args, "frames", params):
         return 0
-    table = run_faces_stage(args.out, tasks, settings_from(cfg, True, detect=False),
-                            args.workers, problems)
-    _finish(args.out, problems, {"frames": len(table), "videos": len(tasks)})
-    log(f"frames: {len(table)} frame(s) from {len(tasks)} video(s) in {args.out}; "
-        f"{len(problems)} problem(s)")
+    table = _extract(args, "frames", tasks, settings_from(cfg, True, detect=False), problems)
     if table.empty:
         raise NothingUsable("no frame could be read")
     return 0
+
+
+def _extract(args: argparse.Namespace, stage: str, tasks: list, settings: Any,
+             problems: Problems) -> pd.DataFrame:
+    """Run the per-video stage, record what it made, and say so."""
+    table = run_faces_stage(args.out, tasks, settings, args.workers, problems)
+    _finish(args.out, problems, {stage: len(table), "videos": len(tasks)})
+    made = "frame(s)" if stage == "frames" else "crop(s)"
+    where = "" if stage == "frames" else f"; per-video log in {args.out / 'face_log.csv'}"
+    log(f"{stage}: {len(table)} {made} from {len(tasks)} video(s) in {args.out}; "
+        f"{len(problems)} problem(s){where}")
+    return table
 
 
 def faces_command(args: argparse.Namespace) -> int:
@@ -134,11 +142,7 @@ def faces_command(args: argparse.Namespace) -> int:
                      labels=file_sha256(args.labels) if args.labels else "")
     if _finished_before(args, "faces", params):
         return 0
-    table = run_faces_stage(args.out, tasks, settings_from(cfg, args.save_frames),
-                            args.workers, problems)
-    _finish(args.out, problems, {"faces": len(table), "videos": len(tasks)})
-    log(f"faces: {len(table)} crop(s) from {len(tasks)} video(s) in {args.out}; "
-        f"{len(problems)} problem(s); per-video log in {args.out / 'face_log.csv'}")
+    table = _extract(args, "faces", tasks, settings_from(cfg, args.save_frames), problems)
     if table.empty:
         raise NothingUsable("no face was found")
     return 0

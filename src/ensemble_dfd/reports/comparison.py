@@ -12,6 +12,7 @@ import pandas as pd
 from ensemble_dfd import metrics as M
 from ensemble_dfd.comparison import Comparison, SplitScores
 from ensemble_dfd.ensemble.saved import save_meta_learner
+from ensemble_dfd.reports.figures import ci_figure, roc_figure, save_figure
 from ensemble_dfd.reports.tables import fmt_ci, fmt_value, write_csv, write_markdown
 from ensemble_dfd.rundir import FIT_SPLIT, LEARNERS_DIR, OOF_SPLIT, PREDICTIONS_FILE, STACK_FILE
 from ensemble_dfd.runio import atomic_write, environment, write_json
@@ -88,8 +89,6 @@ def summary_lines(table: pd.DataFrame) -> list[str]:
 
 def write_figures(folder: Path, split_scores: dict[str, SplitScores], table: pd.DataFrame,
                    kinds: dict[str, str], best: str) -> None:
-    from ensemble_dfd.reports.figures import ci_figure, roc_figure, save_figure
-
     for split, ss in split_scores.items():
         part = table[table.split == split]
         if np.unique(ss.y).size == 2:

@@ -197,12 +197,18 @@ def error_by_bin_figure(bins: pd.DataFrame, title: str, best: str | None = None,
         ax.set_ylim(0, 1)
     for row in grid:
         row[0].set_ylabel("error rate")
+    return _finish(fig, axes, ens, title, -0.08)
+
+
+def _finish(fig, axes, ens: list[str], title: str, legend_y: float):
+    """One legend below the grid for the ensembles and the best single model, the title,
+    and a tight layout."""
     handles, labels = axes[0][0].get_legend_handles_labels()
     keep = [(h, lab) for h, lab in zip(handles, labels, strict=True)
             if lab in ens or lab.endswith("(best single)")]
     if keep:
         fig.legend(*zip(*keep, strict=True), loc="lower center", ncol=min(6, len(keep)),
-                   fontsize=7, bbox_to_anchor=(0.5, -0.08))
+                   fontsize=7, bbox_to_anchor=(0.5, legend_y))
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -236,12 +242,4 @@ def degradation_figure(results: pd.DataFrame, title: str, best: str | None = Non
                 ax.set_title(f"{deg}: {part['unit'].iloc[0]}", fontsize=9)
             if c == 0:
                 ax.set_ylabel(metric.upper())
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    keep = [(h, lab) for h, lab in zip(handles, labels, strict=True)
-            if lab in ens or lab.endswith("(best single)")]
-    if keep:
-        fig.legend(*zip(*keep, strict=True), loc="lower center", ncol=min(6, len(keep)),
-                   fontsize=7, bbox_to_anchor=(0.5, -0.05))
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes, ens, title, -0.05)
