@@ -10,7 +10,6 @@ degradations are pure numpy/OpenCV on RGB uint8 arrays. No TensorFlow here.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from scipy import stats
 
 from ensemble_dfd.data.jpeg import jpeg_roundtrip
 from ensemble_dfd.data.quality import PROPERTY_COLUMNS
+from ensemble_dfd.logistic import hessian, newton_logistic
 
 BIN_COLUMNS = ["predictor", "kind", "property", "bin", "lo", "hi", "median", "n", "n_wrong",
                "error_rate", "ci_lo", "ci_hi"]
@@ -176,47 +176,20 @@ class LogisticFit:
 
 def fit_logistic(A: np.ndarray, y: np.ndarray, ridge: float = 1e-3, max_iter: int = 100,
                  tol: float = 1e-10) -> LogisticFit:
-    """Logistic regression of y on A (intercept added) by damped Newton steps.
+    """Logistic regression of y on A (intercept added), by `logistic.newton_logistic`.
 
     A small ridge on the slopes keeps the fit finite when a property separates the classes
     (small samples, e.g. 26 wild faces); standard errors come from the inverse Hessian."""
     A = np.column_stack([np.ones(len(A)), np.asarray(A, dtype=np.float64)])
     y = np.asarray(y, dtype=np.float64)
     pen = np.r_[0.0, np.full(A.shape[1] - 1, ridge)]
-    theta = np.zeros(A.shape[1])
-
-    def objective(t: np.ndarray) -> float:
-        z = A @ t
-        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(pen * t * t))
-
-    f = objective(theta)
-    converged = False
-    it = 0
-    for it in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
-        p = 1.0 / (1.0 + np.exp(-(A @ theta)))
-        g = A.T @ (p - y) + pen * theta
-        H = A.T @ (A * (p * (1 - p))[:, None]) + np.diag(pen + 1e-12)
-        step = np.linalg.lstsq(H, g, rcond=None)[0]
-        t = 1.0
-        while True:  # backtrack: Newton overshoots on (nearly) separable data
-            cand = theta - t * step
-            fc = objective(cand)
-            if fc <= f + 1e-12 * max(1.0, abs(f)) or t < 1e-10:
-                break
-            t /= 2
-        done = f - fc <= tol * max(1.0, abs(f))
-        theta, f = cand, min(f, fc)
-        if done:
-            converged = True
-            break
-    p = 1.0 / (1.0 + np.exp(-(A @ theta)))
-    H = A.T @ (A * (p * (1 - p))[:, None]) + np.diag(pen + 1e-12)
+    fit = newton_logistic(A, y, pen, max_iter, tol, jitter=1e-12)
     try:
-        cov = np.linalg.inv(H)
+        cov = np.linalg.inv(hessian(A, fit.theta, pen, 1e-12))
         se = np.sqrt(np.clip(np.diag(cov), 0, None))
     except np.linalg.LinAlgError:
-        se = np.full(theta.size, np.nan)
-    return LogisticFit(theta, se, it, converged)
+        se = np.full(fit.theta.size, np.nan)
+    return LogisticFit(fit.theta, se, fit.n_iter, fit.converged)
 
 
 def regression_design(props: pd.DataFrame, labels: np.ndarray | None = None,
@@ -272,9 +245,7 @@ def logistic_attribution(props: pd.DataFrame, wrong: Mapping[str, np.ndarray],
         yw = w[keep].astype(np.float64)
         if yw.size < 3 or yw.min() == yw.max() or design.shape[1] == 0:
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            fit = fit_logistic(design.to_numpy(), yw)
+        fit = fit_logistic(design.to_numpy(), yw)
         for t, c, s in zip(terms, fit.coef, fit.se, strict=True):
             zval = c / s if s > 0 else math.nan
             rows.append({"predictor": name, "kind": kind, "term": t, "coef": float(c),

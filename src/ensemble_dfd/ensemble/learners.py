@@ -21,6 +21,7 @@ from ensemble_dfd.ensemble.base import (
     prob_to_logit,
 )
 from ensemble_dfd.ensemble.cv import grouped_folds
+from ensemble_dfd.logistic import newton_logistic
 from ensemble_dfd.metrics import sigmoid
 
 _PCLIP = 1e-12
@@ -138,42 +139,13 @@ def _fit_l2_logistic(A: np.ndarray, y: np.ndarray, C: float, max_iter: int = 100
                      start: tuple[np.ndarray, float] | None = None, tol: float = 1e-10
                      ) -> tuple[np.ndarray, float, int]:
     """L2-penalised logistic regression (scikit-learn's objective: C * sum of losses +
-    ||coef||^2 / 2, intercept unpenalised) by damped Newton steps. A few model columns make
-    each Hessian tiny, so this is far faster than a general solver inside nested CV.
+    ||coef||^2 / 2, intercept unpenalised), by `logistic.newton_logistic`.
 
     A is the design matrix with a trailing column of ones (see `_with_ones`)."""
     d = A.shape[1] - 1
-    theta = np.zeros(d + 1) if start is None else np.r_[start[0], start[1]]
-    pen = np.r_[np.full(d, 1.0 / C), 0.0]
-
-    def objective(t):
-        z = A @ t
-        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(pen * t * t))
-
-    f = objective(theta)
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
-        p = sigmoid(A @ theta)
-        g = A.T @ (p - y) + pen * theta
-        H = A.T @ (A * (p * (1.0 - p))[:, None]) + np.diag(pen + 1e-10)
-        try:
-            step = np.linalg.solve(H, g)
-        except np.linalg.LinAlgError:
-            step = np.linalg.lstsq(H, g, rcond=None)[0]
-        t = 1.0
-        while True:  # backtracking: Newton can overshoot on (nearly) separable data
-            cand = theta - t * step
-            fc = objective(cand)
-            if fc <= f + 1e-12 * abs(f) or t < 1e-8:
-                break
-            t /= 2
-        if fc > f:  # no descent left at machine precision: we are at the optimum
-            break
-        converged = f - fc <= tol * max(1.0, abs(f))
-        theta, f = cand, fc
-        if converged:
-            break
-    return theta[:d].copy(), float(theta[d]), n_iter
+    theta = None if start is None else np.r_[start[0], start[1]]
+    fit = newton_logistic(A, y, np.r_[np.full(d, 1.0 / C), 0.0], max_iter, tol, theta)
+    return fit.theta[:d].copy(), float(fit.theta[d]), fit.n_iter
 
 
 class StackedLogisticRegression(LogitMetaLearner):
