@@ -113,23 +113,6 @@ def test_choose_learner_rules():
         choose_learner("best_single", None, models, saved)
 
 
-def test_stack_json_has_one_parser(tmp_path):
-    from ensemble_dfd.rundir import Run
-
-    run = Run(tmp_path)
-    assert run.stack is None and run.best_single() is None
-    (tmp_path / "stack").mkdir()
-    (tmp_path / "stack" / "stack.json").write_text('{"learners": ["a", "soft_vote"], '
-                                                   '"best_single": "M3", '
-                                                   '"thresholds": {"M3": 0.5}}')
-    run = Run(tmp_path)
-    assert run.stack.primary == "soft_vote" and run.best_single() == "M3"
-    assert run.stack.threshold("M3") == 0.5 and run.stack.threshold("M9") == 0.0
-    (tmp_path / "stack" / "stack.json").write_text("{not json")
-    with pytest.raises(RunError, match="stack.json: not valid JSON"):
-        _ = Run(tmp_path).stack
-
-
 def test_expand_inputs(tmp_path, media):
     folder = tmp_path / "f"
     folder.mkdir()
