@@ -274,3 +274,22 @@ def test_wild_videos_one_verdict_each(tiny_run, wild, capsys):
         else:
             assert r["status"] == "no_face"
     assert sum(r["faces"] > 0 for r in recs) >= len(videos) // 2
+
+
+def test_combiners_are_callables_x_to_z():
+    from types import SimpleNamespace
+
+    from ensemble_dfd.verdict import MeanProbability, ModelColumn, SavedLearner
+
+    X = np.array([[2.0, -1.0, 0.5], [-3.0, 0.2, 1.0]])
+    p = (1 / (1 + np.exp(-X))).mean(axis=1)
+    assert MeanProbability()(X) == pytest.approx(np.log(p / (1 - p)))
+    assert MeanProbability().threshold == 0.0
+    col = ModelColumn(1, threshold=0.3)
+    assert list(col(X)) == [-1.0, 0.2] and col.threshold == 0.3
+    # a saved learner fit on models (M3, M1) gets those columns in its own order
+    seen = []
+    fake = SimpleNamespace(threshold=-0.5, decision=lambda A: seen.append(A) or A.sum(axis=1))
+    z = SavedLearner(fake, [2, 0])(X)
+    assert np.array_equal(seen[0], X[:, [2, 0]]) and list(z) == [2.5, -2.0]
+    assert SavedLearner(fake, [2, 0]).threshold == -0.5
