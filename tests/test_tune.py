@@ -29,7 +29,7 @@ def test_search_space_cuts_the_base_and_keeps_the_study_value():
 
 def test_missing_tensorboard_is_named_before_the_search(monkeypatch):
     monkeypatch.setattr(tune.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ModuleNotFoundError, match="needs tensorboard"):
+    with pytest.raises(tune.TunerDependencyError, match="needs tensorboard"):
         tune.check_tuner_dependencies("tensorflow")
     tune.check_tuner_dependencies("jax")  # keras-tuner imports it only under TensorFlow
 

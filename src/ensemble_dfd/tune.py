@@ -30,12 +30,17 @@ def search_space(backbone: backbones.Backbone, n_layers: int) -> dict[str, list]
             "dropout": [0.0, 0.2, 0.4]}
 
 
+class TunerDependencyError(ValueError):
+    """A package keras-tuner needs is missing (a ValueError, so commands report it as one
+    `error:` line with exit code 2)."""
+
+
 def check_tuner_dependencies(backend: str) -> None:
     """keras-tuner imports tensorboard.plugins.hparams in every trial under the TensorFlow
     backend (keras_tuner/src/engine/tuner.py, _configure_tensorboard_dir); TensorFlow 2.21
     no longer installs tensorboard. Fail before the search, not after three failed trials."""
     if backend == "tensorflow" and importlib.util.find_spec("tensorboard") is None:
-        raise ModuleNotFoundError(
+        raise TunerDependencyError(
             "--tune under the TensorFlow backend needs tensorboard (keras-tuner imports "
             "tensorboard.plugins.hparams): reinstall with pip install -e '.[cpu]' (or '.[gpu]'), "
             "or pip install tensorboard")
