@@ -90,11 +90,69 @@ class WeightsUnavailableError(RuntimeError):
     """ImageNet weights could not be downloaded or found in the offline folder."""
 
 
-def weights_argument(backbone: Backbone, weights: str) -> str | None:
+def keras_weights_names(backbone: Backbone, size: int = 0) -> list[str]:
+    """The names Keras' own loader gives this backbone's notop ImageNet weights file at `size`
+    px: the name it downloads and caches in ~/.keras/models, then the download URL's own
+    name where that differs (NASNetMobile). Read from the installed keras.applications
+    (constants, constructor defaults, and the name-building code mirrored where Keras builds
+    the name inline); tests/test_backbones.py checks all ten against Keras' real loader.
+    An unknown constructor gives []."""
+    import inspect
+
+    import keras
+    from keras.src.applications import densenet, inception_v3, nasnet, vgg19, xception
+
+    size = size or backbone.input_size
+    constructor = getattr(keras.applications, backbone.name, None)
+    if constructor is None:
+        return []
+    params = inspect.signature(constructor).parameters
+    default_name = params["name"].default if "name" in params else None
+    url_of = {"Xception": xception.WEIGHTS_PATH_NO_TOP, "VGG19": vgg19.WEIGHTS_PATH_NO_TOP,
+              "InceptionV3": inception_v3.WEIGHTS_PATH_NO_TOP,
+              "DenseNet121": densenet.DENSENET121_WEIGHT_PATH_NO_TOP,
+              "DenseNet169": densenet.DENSENET169_WEIGHT_PATH_NO_TOP,
+              "DenseNet201": densenet.DENSENET201_WEIGHT_PATH_NO_TOP}
+    if backbone.name in url_of:
+        return [url_of[backbone.name].rsplit("/", 1)[-1]]
+    if backbone.name == "MobileNetV2":
+        # mobilenet_v2.py: other sizes than these load the 224-px file (with a warning)
+        rows = size if size in (96, 128, 160, 192, 224) else 224
+        alpha = float(params["alpha"].default)
+        return [f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}_no_top.h5"]
+    if backbone.name in ("NASNetMobile", "NASNetLarge"):
+        url = (nasnet.NASNET_MOBILE_WEIGHT_PATH_NO_TOP if backbone.name == "NASNetMobile"
+               else nasnet.NASNET_LARGE_WEIGHT_PATH_NO_TOP)
+        return [f"{default_name}_no_top.h5", url.rsplit("/", 1)[-1]]
+    if backbone.name.startswith("EfficientNetB"):  # efficientnet.py: name + "_notop.h5"
+        return [f"{default_name}_notop.h5"]
+    if default_name:  # resnet.py, resnet_v2.py, inception_resnet_v2.py
+        return [f"{default_name}_weights_tf_dim_ordering_tf_kernels_notop.h5"]
+    return []
+
+
+def weights_file_names(backbone: Backbone, size: int = 0) -> list[str]:
+    """Every name accepted in a --weights folder, in order of preference: Keras' own names,
+    then <Name>.h5 and <ref>.h5."""
+    return [*keras_weights_names(backbone, size), f"{backbone.name}.h5", f"{backbone.ref}.h5"]
+
+
+def find_weights_file(folder: Path, names: list[str]) -> Path | None:
+    """The first of `names` present in `folder` (exact name, else case-insensitively)."""
+    present = {p.name: p for p in folder.iterdir() if p.is_file()}
+    lower = {name.lower(): p for name, p in sorted(present.items())}
+    for name in names:
+        if name in present:
+            return present[name]
+    return next((lower[n.lower()] for n in names if n.lower() in lower), None)
+
+
+def weights_argument(backbone: Backbone, weights: str, size: int = 0) -> str | None:
     """Map the config's weights setting to what keras.applications accepts.
 
     "imagenet" (Keras downloads and caches), "none" (random init), or a folder holding the
-    Keras notop .h5 files (their original names, e.g. xception_..._notop.h5, or <Name>.h5).
+    notop .h5 files under Keras' own names (see keras_weights_names; they depend on `size`
+    for MobileNetV2), or as <Name>.h5 / <ref>.h5.
     """
     if weights.lower() == "none":
         return None
@@ -106,16 +164,15 @@ def weights_argument(backbone: Backbone, weights: str) -> str | None:
             f"weights folder {folder} does not exist; use --weights imagenet, none or a folder "
             "of Keras notop .h5 files"
         )
-    names = [p for p in sorted(folder.glob("*.h5"))
-             if p.stem.lower() in (backbone.name.lower(), backbone.ref.lower())
-             or (backbone.name.lower() in p.name.lower().replace("_", "") and "notop" in p.name)]
-    if not names:
+    names = weights_file_names(backbone, size)
+    found = find_weights_file(folder, names)
+    if found is None:
         raise WeightsUnavailableError(
-            f"{folder}: no .h5 file for {backbone.ref} {backbone.name} (expected "
-            f"{backbone.name}.h5 or Keras' own *_notop.h5 file name); copy it there or use "
-            "--weights none"
+            f"{folder}: no weights file for {backbone.ref} {backbone.name} at "
+            f"{size or backbone.input_size} px; expected one of: {', '.join(names)} (the first "
+            "is Keras' own name for its notop ImageNet file); copy it there or use --weights none"
         )
-    return str(names[0])
+    return str(found)
 
 
 def _preprocess_layer() -> type:
@@ -147,7 +204,7 @@ def build_base(backbone: Backbone, image_size: int, weights: str) -> Any:
     if size < backbone.min_size:
         raise ValueError(f"{backbone.ref} {backbone.name} needs inputs of at least "
                          f"{backbone.min_size} px, got {size}")
-    arg = weights_argument(backbone, weights)
+    arg = weights_argument(backbone, weights, size)
     constructor = getattr(keras.applications, backbone.name)
     try:
         return constructor(include_top=False, weights=arg, input_shape=(size, size, 3))
