@@ -87,10 +87,13 @@ def start_phase_two(model: Any, base: Any, ft_at: int, optimizer_before: str,
 
 
 def load_model(path: str | Path) -> Any:
-    """Load a saved model; registers the custom preprocess layer first."""
+    """Load a saved model; registers the custom preprocess and augmentation layers first."""
     import keras
 
+    from ensemble_dfd.augment import augment_layer
+
     backbones._preprocess_layer()
+    augment_layer()
     return keras.models.load_model(path)
 
 
