@@ -163,6 +163,9 @@ def train_one(
         return read_json(out_dir / DONE_FILE)
     with accel.distribution_scope(log) as replicas:
         if replicas > 1:
+            if cfg.data.batch_size % replicas:
+                raise ValueError(f"batch size {cfg.data.batch_size} does not split over "
+                                 f"{replicas} devices; use a multiple of {replicas}")
             data = even_split(data, replicas, log)
         return _train_one(backbone, cfg, data, out_dir, log, hparams, callbacks)
 
