@@ -45,3 +45,28 @@ def test_two_devices_match_one(backend, tol, tmp_path):
         assert abs(one[key] - two[key]) <= tol, (key, one, two)
     for key in ("accuracy", "val_accuracy"):
         assert abs(one[key] - two[key]) <= max(tol, 1 / 16 + 1e-6), (key, one, two)
+
+
+def test_one_device_is_a_no_op_and_batches_split_evenly():
+    import numpy as np
+
+    from ensemble_dfd import accel
+    from ensemble_dfd.train import TrainData, even_split
+
+    with accel.distribution_scope() as replicas:  # a plain CPU process: one device
+        assert replicas == 1
+    x = np.zeros((11, 4, 4, 3), np.uint8)
+    seen: list[str] = []
+    out = even_split(TrainData(x, np.arange(11), x[:5], np.arange(5)), 2, seen.append)
+    assert (len(out.x_train), len(out.y_train), len(out.x_val), len(out.y_val)) == (10, 10, 4, 4)
+    assert seen and "1 train / 1 validation" in seen[0]
+
+
+def test_compile_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+    from ensemble_dfd import accel
+
+    monkeypatch.setenv("ENSEMBLE_DFD_COMPILE_CACHE", str(tmp_path / "c"))
+    assert accel.compile_cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("ENSEMBLE_DFD_COMPILE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert accel.compile_cache_dir() == tmp_path / "x" / "ensemble_dfd" / "jax"
