@@ -62,7 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gpu", action="store_true", help="study sizes, experiments/gpu.toml")
     p.add_argument("--no-reference", action="store_true", help="skip the PyTorch reference")
     p.add_argument("--budget-s", type=float, default=0, help="start no model after S seconds")
-    p.add_argument("--json", type=Path, help="also write the results here (JSON lines)")
+    p.add_argument("--json", type=Path,
+                   help="also write the results here (JSON lines, each as soon as measured)")
     p.add_argument("--rerun", action="store_true",
                    help="run each backend twice on one JAX compilation cache: the second "
                         "run's compile columns are what a rerun or resumed run pays")
@@ -252,17 +253,27 @@ COLUMNS = [("backend", 10), ("ref", 4), ("size", 4), ("compile1_s", 10), ("compi
            ("torch_train_img_s", 17), ("phase2_vs_torch", 15), ("infer_vs_torch", 14)]
 
 
-def run_backend(backend: str, argv: list[str]) -> list[dict[str, Any]]:
+def run_backend(backend: str, argv: list[str], sink: Path | None) -> list[dict[str, Any]]:
+    """Run one backend's worker; each model's row is printed (and appended to `sink`) as soon
+    as it arrives, so a run stopped by a time limit keeps what it measured."""
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, __file__, "--worker", *argv], env=env,
-                          capture_output=True, text=True)
-    rows = [json.loads(line[len(MARK):]) for line in proc.stdout.splitlines()
-            if line.startswith(MARK)]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, __file__, "--worker", *argv], env=env,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+        for line in proc.stdout or []:
+            if line.startswith(MARK):
+                row = {"backend": backend, **json.loads(line[len(MARK):])}
+                print(line.rstrip(), flush=True)
+                if sink:
+                    with sink.open("a") as fh:
+                        fh.write(json.dumps(row) + "\n")
+                rows.append(row)
+        proc.wait()
+        err.seek(0)
+        tail = err.read().strip()[-600:]
     if proc.returncode != 0 or not rows:
-        rows.append({"backend": backend, "error": f"worker exit {proc.returncode}: "
-                     + proc.stderr.strip()[-600:]})
-    for row in rows:
-        row.setdefault("backend", backend)
+        rows.append({"backend": backend, "error": f"worker exit {proc.returncode}: {tail}"})
     return rows
 
 
@@ -272,11 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return worker(args)
     rows = []
+    if args.json:
+        args.json.write_text("")
     with tempfile.TemporaryDirectory() as cache:  # a cold cache: compile times as a first run
         os.environ["ENSEMBLE_DFD_COMPILE_CACHE"] = cache
         for backend in args.backends.split(","):
             for attempt in ("first", "rerun") if args.rerun else ("first",):
-                for row in run_backend(backend, [a for a in argv if a != "--worker"]):
+                for row in run_backend(backend, [a for a in argv if a != "--worker"],
+                                       args.json):
                     rows.append({**row, "backend": f"{backend}{'*' * (attempt == 'rerun')}"})
     print(f"data {args.data or 'synthetic'}, config {args.config.name}, epochs {args.epochs}, "
           f"{os.cpu_count()} cores")
@@ -292,8 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         if row.get("torch_note"):
             print(f"torch reference for {row['ref']}: {row['torch_note']}")
-    if args.json:
-        args.json.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return 0 if all("error" not in r for r in rows) else 1
 
 
