@@ -253,7 +253,8 @@ COLUMNS = [("backend", 10), ("ref", 4), ("size", 4), ("compile1_s", 10), ("compi
            ("torch_train_img_s", 17), ("phase2_vs_torch", 15), ("infer_vs_torch", 14)]
 
 
-def run_backend(backend: str, argv: list[str], sink: Path | None) -> list[dict[str, Any]]:
+def run_backend(backend: str, argv: list[str], sink: Path | None,
+                label: str = "") -> list[dict[str, Any]]:
     """Run one backend's worker; each model's row is printed (and appended to `sink`) as soon
     as it arrives, so a run stopped by a time limit keeps what it measured."""
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -263,7 +264,7 @@ def run_backend(backend: str, argv: list[str], sink: Path | None) -> list[dict[s
                                 stdout=subprocess.PIPE, stderr=err, text=True)
         for line in proc.stdout or []:
             if line.startswith(MARK):
-                row = {"backend": backend, **json.loads(line[len(MARK):])}
+                row = {**json.loads(line[len(MARK):]), "backend": label or backend}
                 print(line.rstrip(), flush=True)
                 if sink:
                     with sink.open("a") as fh:
@@ -273,7 +274,8 @@ def run_backend(backend: str, argv: list[str], sink: Path | None) -> list[dict[s
         err.seek(0)
         tail = err.read().strip()[-600:]
     if proc.returncode != 0 or not rows:
-        rows.append({"backend": backend, "error": f"worker exit {proc.returncode}: {tail}"})
+        rows.append({"backend": label or backend,
+                     "error": f"worker exit {proc.returncode}: {tail}"})
     return rows
 
 
@@ -289,9 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["ENSEMBLE_DFD_COMPILE_CACHE"] = cache
         for backend in args.backends.split(","):
             for attempt in ("first", "rerun") if args.rerun else ("first",):
-                for row in run_backend(backend, [a for a in argv if a != "--worker"],
-                                       args.json):
-                    rows.append({**row, "backend": f"{backend}{'*' * (attempt == 'rerun')}"})
+                label = f"{backend}{'*' * (attempt == 'rerun')}"
+                rows += run_backend(backend, [a for a in argv if a != "--worker"], args.json,
+                                    label)
     print(f"data {args.data or 'synthetic'}, config {args.config.name}, epochs {args.epochs}, "
           f"{os.cpu_count()} cores")
     print("  ".join(f"{name:>{w}}" for name, w in COLUMNS))
