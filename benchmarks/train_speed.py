@@ -140,7 +140,8 @@ def time_inference(model: Any, x: np.ndarray, batch: int, rounds: int = 3) -> tu
     """(first-batch compile seconds beyond a steady batch, steady images/s) of predict_batches."""
     from ensemble_dfd.train import predict_batches
 
-    x = x[: max(batch, len(x) // batch * batch)]
+    batch = min(batch, len(x))
+    x = x[: len(x) // batch * batch]
     t0 = time.perf_counter()
     predict_batches(model, [x[:batch]], batch)
     first = time.perf_counter() - t0
