@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -49,13 +51,76 @@ def set_precision(mode: str) -> str:
     return policy
 
 
-def strategy_scope() -> Any:
-    """MirroredStrategy's scope when TensorFlow sees several GPUs, else a no-op."""
-    if backend() == "tensorflow" and len(gpu_names()) > 1:
+def compile_cache_dir() -> Path:
+    """$ENSEMBLE_DFD_COMPILE_CACHE, else ~/.cache/ensemble_dfd/jax (XDG_CACHE_HOME honoured)."""
+    env = os.environ.get("ENSEMBLE_DFD_COMPILE_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ensemble_dfd" / "jax"
+
+
+def enable_compile_cache(folder: str | Path | None = None) -> Path | None:
+    """JAX: keep compiled XLA programs on disk, so a rerun or a resumed run does not compile
+    the same train/test/predict steps again (a user cache by default, shared by runs: the
+    key is the program itself, so different models and sizes do not collide). Other
+    backends: nothing to do (TensorFlow and torch compile cheaply on first use)."""
+    if backend() != "jax":
+        return None
+    import jax
+
+    path = Path(folder) if folder else compile_cache_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    # cache every program that took a noticeable time to compile, whatever its size
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+def data_parallel_devices() -> list[str]:
+    """The devices one model's batches are split over: every GPU when there are several,
+    else every CPU device the backend was configured with (TensorFlow logical CPUs, or JAX's
+    XLA_FLAGS=--xla_force_host_platform_device_count=N; a plain CPU process has one).
+    Under torch Keras has no data parallelism: one device."""
+    name = backend()
+    if name == "tensorflow":
         import tensorflow as tf
 
-        return tf.distribute.MirroredStrategy().scope()
-    return contextlib.nullcontext()
+        gpus = tf.config.list_logical_devices("GPU")
+        return [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
+    if name == "jax":
+        import jax
+
+        devices = jax.devices()  # the default platform's devices: the GPUs when there are any
+        return [str(d) for d in devices]
+    return []
+
+
+@contextlib.contextmanager
+def distribution_scope(log: Any = None) -> Iterator[int]:
+    """Build, compile and fit inside this to use every device: MirroredStrategy under
+    TensorFlow, keras.distribution.DataParallel under JAX, nothing with one device (or torch).
+    Yields the number of replicas; the fit batch size stays the global batch size, so the
+    schedule (steps per epoch, learning rates) is the same as on one device."""
+    devices = data_parallel_devices()
+    if len(devices) < 2:
+        yield 1
+        return
+    name = backend()
+    if log:
+        log(f"data parallel over {len(devices)} devices ({name}): {', '.join(devices)}")
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        with tf.distribute.MirroredStrategy(devices).scope():
+            yield len(devices)
+        return
+    import jax
+    import keras
+
+    with keras.distribution.DataParallel(devices=jax.devices()).scope():
+        yield len(devices)
 
 
 def describe() -> dict[str, Any]:

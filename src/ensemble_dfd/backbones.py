@@ -229,7 +229,7 @@ def build_model(
     base_bn_training: bool = False,
     bn_momentum: float = 0.0,
 ) -> tuple[Any, Any]:
-    """input -> flip -> rotation -> preprocess_input -> base -> GAP -> dropout -> Dense(1).
+    """input -> flip + rotation -> preprocess_input -> base -> GAP -> dropout -> Dense(1).
 
     Returns (model, base). The output is a logit (> 0 means Real). With
     base_bn_training=False the base runs in inference mode (the study's training=False).
@@ -245,10 +245,11 @@ def build_model(
                 layer.momentum = bn_momentum
     inputs = keras.Input(shape=(size, size, 3), name="image")
     x = inputs
-    if flip:
-        x = keras.layers.RandomFlip("horizontal", name="flip")(x)
-    if rotation > 0:
-        x = keras.layers.RandomRotation(rotation, name="rotation")(x)
+    if flip or rotation > 0:
+        from ensemble_dfd.augment import augment_layer
+
+        # RandomFlip + RandomRotation's sampling in one layer that is fast under every backend
+        x = augment_layer()(flip, rotation, name="augment")(x)
     x = _preprocess_layer()(backbone.module, name="preprocess")(x)
     x = base(x, training=None if base_bn_training else False)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)

@@ -101,6 +101,7 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
 
     refs = checked_refs(cfg)
     policy = accel.set_precision(cfg.train.mixed_precision)
+    accel.enable_compile_cache()  # JAX: a rerun or resumed run does not compile again
     device = accel.describe()
     write_json(run_dir / "env.json", environment({**device, "dtype_policy": policy}))
     log(f"device {device['device']} ({device['keras_backend']}), policy {policy}, "

@@ -87,10 +87,13 @@ def start_phase_two(model: Any, base: Any, ft_at: int, optimizer_before: str,
 
 
 def load_model(path: str | Path) -> Any:
-    """Load a saved model; registers the custom preprocess layer first."""
+    """Load a saved model; registers the custom preprocess and augmentation layers first."""
     import keras
 
+    from ensemble_dfd.augment import augment_layer
+
     backbones._preprocess_layer()
+    augment_layer()
     return keras.models.load_model(path)
 
 
@@ -146,16 +149,47 @@ def train_one(
     out_dir: Path,
     log: Callable[[str], None] = print,
     hparams: dict[str, Any] | None = None,
+    callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) one model into out_dir; return the summary written to done.json."""
+    """Train (or resume) one model into out_dir; return the summary written to done.json.
+
+    With several devices the model is built and fit data-parallel over all of them
+    (accel.distribution_scope). `callbacks` are added to both phases' fits (benchmarks time
+    the steps with them)."""
+    from ensemble_dfd import accel
+
+    if (out_dir / DONE_FILE).exists():
+        log(f"{backbone.ref}: finished earlier, skipping ({out_dir / DONE_FILE})")
+        return read_json(out_dir / DONE_FILE)
+    with accel.distribution_scope(log) as replicas:
+        if replicas > 1:
+            if cfg.data.batch_size % replicas:
+                raise ValueError(f"batch size {cfg.data.batch_size} does not split over "
+                                 f"{replicas} devices; use a multiple of {replicas}")
+            data = even_split(data, replicas, log)
+        return _train_one(backbone, cfg, data, out_dir, log, hparams, callbacks)
+
+
+def even_split(data: TrainData, replicas: int, log: Callable[[str], None]) -> TrainData:
+    """Drop the last few images so that every batch, the last one included, splits evenly
+    over the replicas (JAX's data sharding needs it); at most replicas - 1 per split."""
+    keep_t, keep_v = (len(data.x_train) // replicas * replicas,
+                      len(data.x_val) // replicas * replicas)
+    if (keep_t, keep_v) != (len(data.x_train), len(data.x_val)):
+        log(f"{len(data.x_train) - keep_t} train / {len(data.x_val) - keep_v} validation "
+            f"images left out so that batches split evenly over {replicas} devices")
+    return TrainData(data.x_train[:keep_t], data.y_train[:keep_t], data.x_val[:keep_v],
+                     data.y_val[:keep_v])
+
+
+def _train_one(backbone: backbones.Backbone, cfg: RunConfig, data: TrainData, out_dir: Path,
+               log: Callable[[str], None], hparams: dict[str, Any] | None,
+               callbacks: list[Any] | None) -> dict[str, Any]:
     import keras
 
     hparams = hparams or {}
     t = for_model(cfg.train, backbone.ref)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if (out_dir / DONE_FILE).exists():
-        log(f"{backbone.ref}: finished earlier, skipping ({out_dir / DONE_FILE})")
-        return read_json(out_dir / DONE_FILE)
     size = image_size_for(backbone, cfg)
     ft_at = int(hparams.get("fine_tune_at", fine_tune_at(backbone, cfg)))
     lr_ft = float(hparams.get("lr_finetune", t.lr_finetune))
@@ -190,14 +224,16 @@ def train_one(
     t0 = time.perf_counter()
     if phase == 1 and done < e1:
         model.fit(initial_epoch=done, epochs=e1,
-                  callbacks=[_epoch_recorder(out_dir, 1, len(data.x_train))], **fit_kw)
+                  callbacks=[_epoch_recorder(out_dir, 1, len(data.x_train)), *(callbacks or [])],
+                  **fit_kw)
         done = e1
     if phase == 1:
         start_phase_two(model, base, ft_at, t.optimizer_frozen, t.optimizer_finetune, lr_ft)
     params["after_unfreeze"] = backbones.param_table(model, base)
     if done < e1 + e2:
         model.fit(initial_epoch=done, epochs=e1 + e2,
-                  callbacks=[_epoch_recorder(out_dir, 2, len(data.x_train))], **fit_kw)
+                  callbacks=[_epoch_recorder(out_dir, 2, len(data.x_train)), *(callbacks or [])],
+                  **fit_kw)
 
     atomic_write(out_dir / MODEL_FILE, lambda p: model.save(p))
     params_path = out_dir / "params.json"
