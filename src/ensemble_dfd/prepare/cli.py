@@ -106,7 +106,7 @@ def frames_command(args: argparse.Namespace) -> int:
     if _finished_before(args, "frames", params):
         return 0
     table = run_faces_stage(args.out, tasks, settings_from(cfg, True, detect=False),
-                            args.workers, problems)
+                            args.workers, problems, _mapper(args))
     _finish(args.out, problems, {"frames": len(table), "videos": len(tasks)})
     log(f"frames: {len(table)} frame(s) from {len(tasks)} video(s) in {args.out}; "
         f"{len(problems)} problem(s)")
@@ -134,7 +134,7 @@ def faces_command(args: argparse.Namespace) -> int:
     if _finished_before(args, "faces", params):
         return 0
     table = run_faces_stage(args.out, tasks, settings_from(cfg, args.save_frames),
-                            args.workers, problems)
+                            args.workers, problems, _mapper(args))
     _finish(args.out, problems, {"faces": len(table), "videos": len(tasks)})
     log(f"faces: {len(table)} crop(s) from {len(tasks)} video(s) in {args.out}; "
         f"{len(problems)} problem(s); per-video log in {args.out / 'face_log.csv'}")
@@ -200,7 +200,7 @@ def all_command(args: argparse.Namespace) -> int:
     faces_dir = args.out / "faces"
     faces_dir.mkdir(parents=True, exist_ok=True)
     table = run_faces_stage(faces_dir, tasks, settings_from(cfg, args.save_frames),
-                            args.workers, problems)
+                            args.workers, problems, _mapper(args))
     if table.empty:
         raise NothingUsable("no face was found in any video")
     items = split_items_from_faces(faces_dir, problems)
@@ -210,6 +210,15 @@ def all_command(args: argparse.Namespace) -> int:
                         {"videos": len(tasks),
                          "videos_failed": int((face_log["status"] != "done").sum()),
                          "faces": len(table)})
+
+
+def _mapper(args: argparse.Namespace) -> Any:
+    """The Dask mapper when --scheduler or --dask-workers is given, else None (local pool)."""
+    if not (args.scheduler or args.dask_workers):
+        return None
+    from ensemble_dfd.prepare.dask_map import DaskTarget, dask_mapper
+
+    return dask_mapper(DaskTarget(args.scheduler or "", args.dask_workers or 0))
 
 
 def _ratios(text: str) -> list[float]:
@@ -246,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="split seed (config seed, 1234)")
     g.add_argument("--jpeg-quality", type=int, help="JPEG quality of saved crops/frames (95)")
     g.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
+    g.add_argument("--scheduler", metavar="ADDRESS",
+                   help="map videos over a running Dask cluster, e.g. tcp://host:8786 "
+                        "(workers must see --out at the same path)")
+    g.add_argument("--dask-workers", type=int, metavar="N",
+                   help="map videos over a local Dask cluster of N worker processes")
     g.add_argument("--overwrite", action="store_true",
                    help="replace this command's outputs in a non-empty --out")
     g.add_argument("--near-threshold", type=int, default=NEAR_THRESHOLD,
