@@ -111,3 +111,55 @@ def test_fit_arguments_for_arrays_and_streams(split):
     assert len(kw["x"]) == 6 and kw["x"].source.shuffle and not kw["validation_data"].source.shuffle
     with pytest.raises(ValueError, match="3 files but 2 labels"):
         image_split(["a", "b", "c"], [0, 1], 16)
+
+
+def test_load_split_streams_the_pixels_in_memory_would_hold(synthetic_dataset):
+    from ensemble_dfd.base_train import load_split
+    from ensemble_dfd.config import load_config
+    from ensemble_dfd.data.dataset import load_dataset
+    from ensemble_dfd.data.stream import ImageSplit, read_batch
+
+    df = load_dataset(synthetic_dataset)
+    streamed, y1 = load_split(df, load_config(), "train", 24)
+    arrays, y2 = load_split(df, load_config(None, {"data": {"in_memory": True}}), "train", 24)
+    assert isinstance(streamed, ImageSplit) and isinstance(arrays, np.ndarray)
+    np.testing.assert_array_equal(y1, y2)
+    x, y = read_batch(streamed, np.arange(len(streamed)))
+    np.testing.assert_array_equal(x, arrays)
+    np.testing.assert_array_equal(y, y2)
+
+
+def test_memory_readings():
+    from ensemble_dfd import memory
+
+    memory.release()
+    memory.reset_peak()
+    block = np.ones(64 * 2**20, np.uint8)  # 64 MB touched
+    assert memory.peak_rss_mb() >= memory.rss_mb() - 1 > 64
+    del block
+
+
+def test_run_records_peak_rss_and_collect_without_cache_agrees(tiny_run, synthetic_dataset,
+                                                              tmp_path):
+    """base_train wrote each model's peak RSS; collect with no decoded-image cache (the
+    bounded path for large sets) gives the same logits as the cached one."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from ensemble_dfd.collect import collect
+    from ensemble_dfd.logits import LOGITS_FILE
+
+    for ref in ("M6", "M2"):
+        done = json.loads((tiny_run / "models" / ref / "done.json").read_text())
+        assert done["peak_rss_mb"] > 100 and done["rss_mb_after"] > 100
+    assert "memory: peak RSS" in (tiny_run / "base_train.log").read_text()
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    old = pd.read_parquet(run / LOGITS_FILE)
+    new = collect(run, synthetic_dataset, ["test"], refs=["M6", "M2"], overwrite=True,
+                  log=lambda _: None, cache_mb=0)
+    merged = old[old["split"] == "test"].merge(new, on=["model", "path"])
+    assert len(merged) == len(new) > 0
+    np.testing.assert_allclose(merged["logit_x"], merged["logit_y"], rtol=1e-5, atol=1e-5)
