@@ -12,13 +12,12 @@ whose models/<ref>/ folders are then merged.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 from pathlib import Path
 
 import pandas as pd
 
-from ensemble_dfd import backbones
+from ensemble_dfd import backbones, memory
 from ensemble_dfd.cli_common import (
     add_config_args,
     make_logger,
@@ -29,6 +28,7 @@ from ensemble_dfd.cli_common import (
 from ensemble_dfd.config import ConfigError, RunConfig
 from ensemble_dfd.data.dataset import load_dataset, select
 from ensemble_dfd.data.images import load_images
+from ensemble_dfd.data.stream import ImageSplit, image_split
 from ensemble_dfd.reports.training import accuracy_table, markdown, plot_curves
 from ensemble_dfd.runio import environment, write_json, write_text
 
@@ -65,14 +65,23 @@ def config_flags(args: argparse.Namespace) -> dict[str, object]:
 
 
 def load_split(df: pd.DataFrame, cfg: RunConfig, split: str, size: int,
-               cache: dict) -> tuple:
-    """(images, labels) of one split at one size, decoded once per process."""
+               cache: dict | None = None) -> tuple:
+    """(images, labels) of one split at one size.
+
+    By default the images stay on disk: an ImageSplit that training streams in shuffled,
+    prefetched uint8 batches, so memory does not grow with the dataset. With
+    ``data.in_memory`` they are decoded once per process into one uint8 array, kept in
+    `cache` for the next model at the same size.
+    """
+    limit = cfg.data.limit_per_split.get(split, cfg.data.limit)
+    part = select(df, split, limit, cfg.seed)
+    labels = part["label"].to_numpy()
+    if not cfg.data.in_memory:
+        return image_split(part["file"].tolist(), labels, size), labels
+    cache = {} if cache is None else cache
     key = (split, size)
     if key not in cache:
-        limit = cfg.data.limit_per_split.get(split, cfg.data.limit)
-        part = select(df, split, limit, cfg.seed)
-        cache[key] = (load_images(part["file"].tolist(), size, cfg.data.workers),
-                      part["label"].to_numpy())
+        cache[key] = (load_images(part["file"].tolist(), size, cfg.data.workers), labels)
     return cache[key]
 
 
@@ -91,6 +100,27 @@ def checked_refs(cfg: RunConfig) -> list[str]:
             raise ConfigError(f"data.image_size: {ref} {bb.name} needs inputs of at least "
                               f"{bb.min_size} px, got {size}")
     return refs
+
+
+def decoded(data):
+    """The same TrainData with streamed ImageSplits decoded into arrays (for the tuner)."""
+    from ensemble_dfd.train import TrainData
+
+    def arr(x):
+        return load_images(list(x.files), x.size) if isinstance(x, ImageSplit) else x
+
+    return TrainData(arr(data.x_train), data.y_train, arr(data.x_val), data.y_val)
+
+
+def record_memory(out: Path, summary: dict, log=print) -> dict:
+    """Add this model's peak and final RSS to its done.json (when it trained here)."""
+    peak, now = memory.peak_rss_mb(), memory.rss_mb()
+    log(f"{summary.get('ref', out.name)} memory: peak RSS {peak:.0f} MB while training, "
+        f"{now:.0f} MB after")
+    if "peak_rss_mb" not in summary:
+        summary = {**summary, "peak_rss_mb": peak, "rss_mb_after": now}
+        write_json(out / "done.json", summary)
+    return summary
 
 
 def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False,
@@ -120,6 +150,9 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
             for f in ("done.json", "state.json", "checkpoint.keras", "history.csv"):
                 (out / f).unlink(missing_ok=True)
         size = image_size_for(bb, cfg)
+        memory.release()
+        memory.reset_peak()
+        log(f"{ref}: RSS {memory.rss_mb():.0f} MB before loading its data")
         xt, yt = load_split(df, cfg, cfg.data.train_split, size, cache)
         xv, yv = load_split(df, cfg, cfg.data.validation_split, size, cache)
         data_arrays = TrainData(xt, yt, xv, yv)
@@ -127,18 +160,20 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
         if tune:
             from ensemble_dfd.tune import tune_model
 
-            hparams = tune_model(bb, cfg, data_arrays, out / "tuning", log)
+            hparams = tune_model(bb, cfg, decoded(data_arrays), out / "tuning", log)
         log(f"{ref} {bb.name}: {len(xt)} train / {len(xv)} validation images at {size} px")
-        summaries[ref] = train_one(bb, cfg, data_arrays, out, log, hparams)
+        summaries[ref] = record_memory(out, train_one(bb, cfg, data_arrays, out, log, hparams),
+                                       log)
         history = pd.read_csv(out / "history.csv")
         plot_curves(history, out / "curves.png", f"{ref} {bb.name}")
         h = history.iloc[-1]
         log(f"{ref} done: train acc {h['accuracy']:.4f}, val acc {h['val_accuracy']:.4f}")
+        del data_arrays, xt, xv
         # free the finished model's graph: ten models in one process otherwise grow to ~10 GB
         import keras
 
         keras.backend.clear_session()
-        gc.collect()
+        memory.release()
     return summaries
 
 

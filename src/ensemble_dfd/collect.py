@@ -18,6 +18,7 @@ from ensemble_dfd.data.dataset import load_dataset
 from ensemble_dfd.data.images import read_rgb, stream_images
 from ensemble_dfd.rundir import trained_models
 
+CACHE_MB = 1024  # decoded images kept across models at one size, at most
 IMAGE_COLUMNS = ["split", "path", "label", "source", "group", "width", "height"]
 
 
@@ -43,8 +44,13 @@ def image_table(rows: pd.DataFrame) -> pd.DataFrame:
 def collect(run_dir: Path, data: Path, splits: list[str] | None = None,
             as_split: str | None = None, refs: list[str] | None = None,
             overwrite: bool = False, batch_size: int = 64,
-            log: Callable[[str], None] = print) -> pd.DataFrame:
-    """Score the chosen splits of `data` with every finished model; append to the store."""
+            log: Callable[[str], None] = print, cache_mb: int = CACHE_MB) -> pd.DataFrame:
+    """Score the chosen splits of `data` with every finished model; append to the store.
+
+    Decoded images are kept for the next model at the same input size only while they fit
+    in `cache_mb` MB (0: never); larger sets are decoded again, in batches, per model, so
+    memory stays bounded whatever the dataset's size.
+    """
     from ensemble_dfd.train import load_model, predict_batches
 
     models = trained_models(run_dir, refs)
@@ -68,16 +74,19 @@ def collect(run_dir: Path, data: Path, splits: list[str] | None = None,
             raise store.StoreError(
                 f"{existing}: logits for {clash.to_dict('records')[:3]} exist; pass --overwrite")
     cache: dict[int, list[np.ndarray]] = {}
+    files = df["file"].tolist()
     frames = []
     for ref, path in models.items():
         model = load_model(path)
         size = int(model.input_shape[1])
         if size in cache:
             z = predict_batches(model, cache[size], batch_size)
-        else:  # first model at this size: decode while it runs, keep the batches for the rest
-            cache[size] = []
-            z = predict_batches(model, stream_images(df["file"].tolist(), size, batch_size),
-                                batch_size, keep=cache[size])
+        else:  # decode while the model runs; keep the batches for later models if they fit
+            keep = [] if len(files) * size * size * 3 <= cache_mb * 2**20 else None
+            z = predict_batches(model, stream_images(files, size, batch_size), batch_size,
+                                keep=keep)
+            if keep is not None:
+                cache[size] = keep
         frames.append(pd.DataFrame({"run": run_dir.name, "model": ref, "split": df["split"],
                                     "path": df["path"], "label": df["label"].astype(int),
                                     "logit": z}))

@@ -46,6 +46,7 @@ class DataConfig:
     validation_split: str = "validation"
     eval_splits: tuple[str, ...] = ("validation", "test")
     workers: int = 0  # image decoding threads; 0 = all cores
+    in_memory: bool = False  # decode whole splits into RAM once instead of streaming batches
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ensemble_dfd import backbones
 from ensemble_dfd.config import RunConfig, for_model
+from ensemble_dfd.data.stream import fit_arguments
 from ensemble_dfd.runio import atomic_write, read_json, write_json
 
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy",
@@ -30,11 +31,12 @@ DONE_FILE = "done.json"
 
 @dataclass
 class TrainData:
-    """Decoded images (uint8, N x S x S x 3) and labels (1 Real, 0 Fake)."""
+    """Images and labels (1 Real, 0 Fake): decoded uint8 arrays (N x S x S x 3) or
+    ImageSplits streamed from disk (ensemble_dfd.data.stream)."""
 
-    x_train: np.ndarray
+    x_train: Any  # np.ndarray | ImageSplit
     y_train: np.ndarray
-    x_val: np.ndarray
+    x_val: Any
     y_val: np.ndarray
 
 
@@ -218,22 +220,23 @@ def _train_one(backbone: backbones.Backbone, cfg: RunConfig, data: TrainData, ou
                    {"before_unfreeze": backbones.param_table(model, base)})
     params: dict[str, Any] = {}
 
-    fit_kw = dict(x=data.x_train, y=data.y_train.astype("float32"), batch_size=cfg.data.batch_size,
-                  validation_data=(data.x_val, data.y_val.astype("float32")), shuffle=True,
-                  verbose=2)
+    fit_kw, feed = fit_arguments(data.x_train, data.y_train, data.x_val, data.y_val,
+                                 cfg.data.batch_size, cfg.seed, cfg.data.workers)
     t0 = time.perf_counter()
     if phase == 1 and done < e1:
         model.fit(initial_epoch=done, epochs=e1,
-                  callbacks=[_epoch_recorder(out_dir, 1, len(data.x_train)), *(callbacks or [])],
-                  **fit_kw)
+                  callbacks=[_epoch_recorder(out_dir, 1, len(data.x_train)), *feed,
+                             *(callbacks or [])],
+                  verbose=2, **fit_kw)
         done = e1
     if phase == 1:
         start_phase_two(model, base, ft_at, t.optimizer_frozen, t.optimizer_finetune, lr_ft)
     params["after_unfreeze"] = backbones.param_table(model, base)
     if done < e1 + e2:
         model.fit(initial_epoch=done, epochs=e1 + e2,
-                  callbacks=[_epoch_recorder(out_dir, 2, len(data.x_train)), *(callbacks or [])],
-                  **fit_kw)
+                  callbacks=[_epoch_recorder(out_dir, 2, len(data.x_train)), *feed,
+                             *(callbacks or [])],
+                  verbose=2, **fit_kw)
 
     atomic_write(out_dir / MODEL_FILE, lambda p: model.save(p))
     params_path = out_dir / "params.json"

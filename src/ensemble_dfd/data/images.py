@@ -44,6 +44,13 @@ def resize(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
+def decode_resized(path: str | Path, size: int) -> np.ndarray:
+    """One file as a (size, size, 3) RGB uint8 array: the pixels every input path feeds."""
+    # resize first: the channel swap then touches size*size pixels, not the whole image
+    # (both are per-pixel, so the result is identical)
+    return cv2.cvtColor(resize(read_bgr(path), size), cv2.COLOR_BGR2RGB)
+
+
 def load_images(files: Sequence[str | Path], size: int, workers: int = 0) -> np.ndarray:
     """Decode and resize many files into one (N, size, size, 3) uint8 array, in order.
 
@@ -52,9 +59,7 @@ def load_images(files: Sequence[str | Path], size: int, workers: int = 0) -> np.
     out = np.empty((len(files), size, size, 3), dtype=np.uint8)
 
     def one(i: int) -> None:
-        # resize first: the channel swap then touches size*size pixels, not the whole image
-        # (both are per-pixel, so the result is identical)
-        out[i] = cv2.cvtColor(resize(read_bgr(files[i]), size), cv2.COLOR_BGR2RGB)
+        out[i] = decode_resized(files[i], size)
 
     workers = workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:

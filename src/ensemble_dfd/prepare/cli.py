@@ -115,7 +115,7 @@ def frames_command(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace, stage: str, tasks: list, settings: Any,
              problems: Problems) -> pd.DataFrame:
     """Run the per-video stage, record what it made, and say so."""
-    table = run_faces_stage(args.out, tasks, settings, args.workers, problems)
+    table = run_faces_stage(args.out, tasks, settings, args.workers, problems, _mapper(args))
     _finish(args.out, problems, {stage: len(table), "videos": len(tasks)})
     made = "frame(s)" if stage == "frames" else "crop(s)"
     where = "" if stage == "frames" else f"; per-video log in {args.out / 'face_log.csv'}"
@@ -205,7 +205,7 @@ def all_command(args: argparse.Namespace) -> int:
     faces_dir = args.out / "faces"
     faces_dir.mkdir(parents=True, exist_ok=True)
     table = run_faces_stage(faces_dir, tasks, settings_from(cfg, args.save_frames),
-                            args.workers, problems)
+                            args.workers, problems, _mapper(args))
     if table.empty:
         raise NothingUsable("no face was found in any video")
     items = split_items_from_faces(faces_dir, problems)
@@ -215,6 +215,15 @@ def all_command(args: argparse.Namespace) -> int:
                         {"videos": len(tasks),
                          "videos_failed": int((face_log["status"] != "done").sum()),
                          "faces": len(table)})
+
+
+def _mapper(args: argparse.Namespace) -> Any:
+    """The Dask mapper when --scheduler or --dask-workers is given, else None (local pool)."""
+    if not (args.scheduler or args.dask_workers):
+        return None
+    from ensemble_dfd.prepare.dask_map import DaskTarget, dask_mapper
+
+    return dask_mapper(DaskTarget(args.scheduler or "", args.dask_workers or 0))
 
 
 def _ratios(text: str) -> list[float]:
@@ -251,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="split seed (config seed, 1234)")
     g.add_argument("--jpeg-quality", type=int, help="JPEG quality of saved crops/frames (95)")
     g.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
+    g.add_argument("--scheduler", metavar="ADDRESS",
+                   help="map videos over a running Dask cluster, e.g. tcp://host:8786 "
+                        "(workers must see --out at the same path)")
+    g.add_argument("--dask-workers", type=int, metavar="N",
+                   help="map videos over a local Dask cluster of N worker processes")
     g.add_argument("--overwrite", action="store_true",
                    help="replace this command's outputs in a non-empty --out")
     g.add_argument("--near-threshold", type=int, default=NEAR_THRESHOLD,

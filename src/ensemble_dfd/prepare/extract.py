@@ -146,13 +146,25 @@ def process(task: VideoTask, out: str, s: Settings) -> dict[str, Any]:
     return {"log": row, "faces": faces, "frames": frames}
 
 
+Mapper = Callable[..., None]  # (process, tasks, out, settings, on_result), e.g. on Dask
+
+
 def run_tasks(tasks: Sequence[VideoTask], out: Path, s: Settings, workers: int,
-              on_result: Callable[[dict[str, Any]], None], desc: str) -> None:
+              on_result: Callable[[dict[str, Any]], None], desc: str,
+              mapper: Mapper | None = None) -> None:
     """Run ``process`` over tasks in a process pool (dlib and decoding hold the GIL, so
-    threads would not help); results are handed to ``on_result`` in the main process."""
+    threads would not help), or through ``mapper`` (prepare.dask_map); results are handed
+    to ``on_result`` in the main process."""
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
     progress = bar(total=len(tasks), desc=desc, unit="video")
     try:
+        if mapper is not None:
+            def counted(res: dict[str, Any]) -> None:
+                on_result(res)
+                progress.update()
+
+            mapper(process, tasks, out, s, counted)
+            return
         if workers == 1:
             for t in tasks:
                 on_result(process(t, str(out), s))
@@ -171,7 +183,7 @@ def run_tasks(tasks: Sequence[VideoTask], out: Path, s: Settings, workers: int,
 
 
 def run_faces_stage(out: Path, tasks: list[VideoTask], s: Settings, workers: int,
-                    problems: Problems) -> pd.DataFrame:
+                    problems: Problems, mapper: Mapper | None = None) -> pd.DataFrame:
     """Process the tasks not yet done in OUT's log; write log and tables after each one, so
     an interruption loses at most the videos in flight. Returns the face (or frame) table."""
     log_name, table_name, columns = (("face_log.csv", "faces.csv", FACE_COLUMNS) if s.detect
@@ -209,7 +221,7 @@ def run_faces_stage(out: Path, tasks: list[VideoTask], s: Settings, workers: int
             write_csv(frames_path, pd.concat(frame_tables, ignore_index=True))
 
     if todo:
-        run_tasks(todo, out, s, workers, on_result, "faces" if s.detect else "frames")
+        run_tasks(todo, out, s, workers, on_result, "faces" if s.detect else "frames", mapper)
     final_log = pd.concat(logs, ignore_index=True)
     if final_log.empty:
         write_csv(log_path, pd.DataFrame(columns=LOG_COLUMNS))
