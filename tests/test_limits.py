@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from synthetic_media import make_image, make_video
+from synthetic_media import make_image, make_video, truncate
 
 from ensemble_dfd.access import AccessPolicy, bind_warning, host_name
 from ensemble_dfd.config import PrepareConfig
@@ -50,6 +50,12 @@ def write_frame_bomb(path: Path, n_frames: int = 60_000, size: int = 16) -> Path
         writer.write(frame)
     writer.release()
     return path
+
+
+def write_cut_avi(path: Path) -> Path:
+    """A 300-frame MJPG AVI cut in half: its header still claims 300 frames and the first
+    ~150 decode (the 'scored from 1 frame by the CLI, 422 in the server' case)."""
+    return truncate(make_video(path, n_frames=300, codec="MJPG"), 0.5)
 
 
 @pytest.fixture(scope="session")
@@ -178,6 +184,12 @@ def test_short_video_read_exactly_like_prepare(tmp_path):
                                                       framelib.FrameReport("v"),
                                                       Limits(max_frames=2))]
     assert two == [0, 240]
+
+
+def test_video_cut_short_is_refused(tmp_path):
+    cut = write_cut_avi(tmp_path / "cut.avi")
+    with pytest.raises(InputError, match=r"cut.avi: truncated: read \d+ of 300 declared"):
+        extract_faces(cut, "video", PrepareConfig(), "as-is")
 
 
 def test_deadline_stops_a_video_between_frames(tmp_path):

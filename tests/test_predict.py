@@ -337,3 +337,20 @@ def test_cli_exit_codes_documented():
     for words in ("Exit codes", "0 every input got a verdict", "3 no face", "2 at least one bad",
                   "--verbose", "--max-frames", "--max-megapixels", "--timeout"):
         assert words in text, words
+
+
+def test_cli_and_server_both_refuse_a_video_cut_short(tiny_run, tmp_path, capsys):
+    from fastapi.testclient import TestClient
+    from test_limits import write_cut_avi
+
+    from ensemble_dfd.serve import create_app
+
+    cut = write_cut_avi(tmp_path / "cut.avi")
+    code, (rec,), err = run_cli([str(cut), "--run", str(tiny_run), "--faces", "as-is"],
+                                capsys)
+    assert code == predict.EXIT_BAD_INPUT and rec["status"] == "bad_input"
+    assert "truncated" in rec["error"] and "truncated" in err
+    app = create_app(tiny_run, faces="as-is", warm=False)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c, cut.open("rb") as fh:
+        r = c.post("/api/predict", files={"file": ("cut.avi", fh)})
+    assert r.status_code == 422 and "truncated" in r.json()["detail"]

@@ -420,3 +420,35 @@ def test_slow_upload_cut_and_busy_refused_before_the_body(live_server, files, up
     assert r.status_code == 200 and r.json()["verdict"] in ("real", "fake")
     assert httpx.get(f"http://127.0.0.1:{port}/api/health").json()["status"] == "ok"
     assert list(uploads.iterdir()) == []
+
+
+def test_work_stops_when_the_client_goes_away(live_server, files, monkeypatch):
+    import socket
+
+    from ensemble_dfd.limits import LimitExceeded
+    from ensemble_dfd.verdict import LimitError
+
+    app, port = live_server
+    svc = app.state.service
+    stopped = []
+
+    def endless(path, kind, name, crops, deadline):
+        try:
+            while True:  # a long video: the deadline is checked between frames
+                deadline.check()
+                time.sleep(0.02)
+        except LimitExceeded as exc:
+            stopped.append(exc.reason)
+            raise LimitError(str(exc), exc.reason) from None
+
+    monkeypatch.setattr(svc, "run_one", endless)
+    data = files["crop"].read_bytes()
+    body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="c.jpg"\r\n\r\n'
+            + data + b"\r\n--b--\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(_multipart_head(port, len(body)) + body)
+        time.sleep(1.0)  # the work has started; now the client leaves
+    t0 = time.monotonic()
+    while (stopped == [] or svc.slots.state()[0]) and time.monotonic() - t0 < 10:
+        time.sleep(0.05)
+    assert stopped == ["cancelled"] and svc.slots.state()[0] == 0
