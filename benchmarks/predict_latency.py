@@ -1,29 +1,68 @@
-"""Seconds per video and per face for `predict` on CPU, cold and warm, and where they go.
+"""Seconds to a verdict on CPU: Keras vs the ONNX artifacts, cold and warm, in one run.
 
-cold: one `python -m ensemble_dfd.predict VIDEO --run RUN` process per video (interpreter
-      start + TensorFlow import + loading every model + detection + inference), wall time.
-warm: one in-process Predictor (models loaded once, a warm-up call first), each video
-      predicted alone; time split into face detection (decode + dlib) and the models
-      (+ meta-learner), and with all videos batched together.
+cold: a fresh ``python -m ensemble_dfd.predict VIDEO --run RUN --backend B`` process per
+      backend (interpreter start + imports + loading every model + the verdict), wall time.
+warm: one in-process Predictor per backend, warmed up first (every batch shape once, as
+      ``serve`` does before it reports ready), then each video predicted alone; median and
+      max per video, and where the time goes (frame decoding + face detection vs models).
 
 Usage: python benchmarks/predict_latency.py --run RUN_DIR [--videos DIR] [--cold N]
+Export the artifacts first: python -m ensemble_dfd.artifacts --run RUN_DIR
 Runs on CPU (CUDA_VISIBLE_DEVICES is cleared) and prints ratios measured in this one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 os.environ["CUDA_VISIBLE_DEVICES"] = ""  # CPU figures, even on a machine with a GPU
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEOS = ROOT.parent / "shared" / "data" / "wild"
+BACKENDS = ("keras", "onnx")
+
+
+def cold_runs(run: Path, video: Path, backend: str, n: int, learner: str) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "ensemble_dfd.predict", str(video),
+                               "--run", str(run), "--learner", learner, "--backend", backend],
+                              capture_output=True, text=True)
+        out.append(time.perf_counter() - t)
+        if proc.returncode not in (0, 3):
+            raise SystemExit(f"predict failed ({proc.returncode}):\n{proc.stderr}")
+    return out
+
+
+def warm_runs(run: Path, videos: list, backend: str, learner: str) -> dict:
+    from ensemble_dfd.verdict import Predictor
+
+    t = time.perf_counter()
+    pred = Predictor(run, learner, backend=backend)
+    load = time.perf_counter() - t
+    warm = pred.warm_up()
+    used = sorted(set(pred.backends.values()))
+    rows = []
+    for item in videos:
+        t0 = time.perf_counter()
+        d0, m0 = pred.timing.detect_s, pred.timing.models_s + pred.timing.combine_s
+        (rec,), _ = pred.predict_paths([item])
+        rows.append({"video": item[0].name, "faces": rec["faces"], "p_real": rec["p_real"],
+                     "total": time.perf_counter() - t0,
+                     "detect": pred.timing.detect_s - d0,
+                     "models": pred.timing.models_s + pred.timing.combine_s - m0})
+    del pred
+    gc.collect()
+    return {"load": load, "warm_up": warm, "rows": rows, "backends": used}
 
 
 def main() -> int:
@@ -31,68 +70,52 @@ def main() -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="run folder with models/ (+stack/)")
     p.add_argument("--videos", type=Path, default=DEFAULT_VIDEOS)
-    p.add_argument("--cold", type=int, default=2, help="videos timed in fresh processes")
+    p.add_argument("--cold", type=int, default=1, help="fresh processes per backend")
     p.add_argument("--learner", default="auto")
     args = p.parse_args()
-    from ensemble_dfd.verdict import Predictor, expand_inputs
+    from ensemble_dfd.verdict import expand_inputs
 
     if not args.videos.is_dir():
         print(f"{args.videos}: absent (the wild videos live in ../shared/data)", file=sys.stderr)
         return 2
     videos = [(f, k) for f, k in expand_inputs([args.videos])[0] if k == "video"]
-    print(f"run {args.run}, {len(videos)} videos from {args.videos}, {os.cpu_count()} CPUs")
+    print(f"run {args.run}, {len(videos)} videos from {args.videos}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f} at start")
+    results = {}
+    for backend in BACKENDS:
+        cold = cold_runs(args.run, videos[0][0], backend, args.cold, args.learner)
+        results[backend] = {"cold": cold, **warm_runs(args.run, videos, backend, args.learner)}
+    print(f"\n{'video':<18}{'faces':>6}" + "".join(
+        f"{b + ' s':>10}{'detect':>8}{'models':>8}" for b in BACKENDS))
+    for i, (path, _) in enumerate(videos):
+        line = f"{path.name:<18}{results[BACKENDS[0]]['rows'][i]['faces']:>6}"
+        for b in BACKENDS:
+            r = results[b]["rows"][i]
+            line += f"{r['total']:>10.2f}{r['detect']:>8.2f}{r['models']:>8.3f}"
+        print(line)
+    print()
+    for b in BACKENDS:
+        res = results[b]
+        totals = [r["total"] for r in res["rows"]]
+        med, mx = statistics.median(totals), max(totals)
+        models = statistics.median(r["models"] for r in res["rows"])
+        print(f"{b:<6} (models run by {', '.join(res['backends'])}): cold to first verdict "
+              f"{statistics.median(res['cold']):.1f} s ({videos[0][0].name}, fresh process); "
+              f"in-process load {res['load']:.1f} s + warm-up {res['warm_up']:.1f} s; warm "
+              f"per video median {med:.2f} s, max {mx:.2f} s (max/median {mx / med:.2f}); "
+              f"models per video median {models:.3f} s")
+    k, o = results["keras"], results["onnx"]
 
-    cold = []
-    for path, _ in videos[: args.cold]:
-        t = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "ensemble_dfd.predict", str(path),
-                               "--run", str(args.run), "--learner", args.learner],
-                              capture_output=True, text=True)
-        cold.append(time.perf_counter() - t)
-        if proc.returncode not in (0, 3):
-            print(proc.stderr, file=sys.stderr)
-            return 1
+    def med(b: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[b]["rows"])
 
-    t = time.perf_counter()
-    pred = Predictor(args.run, args.learner)
-    load = time.perf_counter() - t
-    pred.predict_paths(videos[:1])  # warm-up: first Keras predict traces its graph
-    rows = []
-    for item in videos:
-        t0 = time.perf_counter()
-        d0, m0 = pred.timing.detect_s, pred.timing.models_s + pred.timing.combine_s
-        (rec,), _ = pred.predict_paths([item])
-        rows.append({"video": item[0].name, "faces": rec["faces"],
-                     "total": time.perf_counter() - t0,
-                     "detect": pred.timing.detect_s - d0,
-                     "models": pred.timing.models_s + pred.timing.combine_s - m0})
-    t = time.perf_counter()
-    batched, _ = pred.predict_paths(videos)
-    batched_s = time.perf_counter() - t
-
-    faces = sum(r["faces"] for r in rows)
-    total = sum(r["total"] for r in rows)
-    detect = sum(r["detect"] for r in rows)
-    models = sum(r["models"] for r in rows)
-    n = len(rows)
-    print(f"models: {', '.join(pred.model_refs)} (sizes {sorted(set(pred.sizes.values()))} px), "
-          f"learner {pred.learner_name}; model load {load:.2f} s in-process")
-    print(f"{'video':<18}{'faces':>6}{'total s':>9}{'detect s':>10}{'models s':>10}")
-    for r in rows:
-        print(f"{r['video']:<18}{r['faces']:>6}{r['total']:>9.2f}{r['detect']:>10.2f}"
-              f"{r['models']:>10.3f}")
-    if cold:
-        print(f"cold: {sum(cold) / len(cold):.2f} s per video ({len(cold)} fresh processes: "
-              "start + TF import + model load + predict)")
-    print(f"warm: {total / n:.2f} s per video, {total / max(faces, 1):.3f} s per face "
-          f"({faces} faces in {n} videos, one video per call)")
-    print(f"warm, all {n} videos in one call (faces batched): {batched_s:.2f} s = "
-          f"{batched_s / n:.2f} s per video, {batched_s / max(faces, 1):.3f} s per face")
-    print(f"share of warm time: face detection (decode + dlib) {detect / total:.1%}, "
-          f"models + meta-learner {models / total:.1%}, other {1 - (detect + models) / total:.1%}")
-    if cold:
-        print(f"ratio cold / warm per video: {sum(cold) / len(cold) / (total / n):.1f}x")
-    assert sum(r["faces"] for r in batched) == faces
+    print(f"\nratio keras/onnx: cold "
+          f"{statistics.median(k['cold']) / statistics.median(o['cold']):.1f}x, warm per "
+          f"video {med('keras', 'total') / med('onnx', 'total'):.2f}x, models per video "
+          f"{med('keras', 'models') / max(med('onnx', 'models'), 1e-9):.1f}x")
+    same = all(abs((a["p_real"] or 0) - (b["p_real"] or 0)) < 1e-4
+               for a, b in zip(k["rows"], o["rows"], strict=True))
+    print(f"same verdict scores (|p_real diff| < 1e-4 on every video): {same}")
     return 0
 
 

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from helpers import write_crop, write_face_video
@@ -243,7 +244,7 @@ def test_cli_exit_2_truncated_video_others_reported(tiny_run, media, capsys):
     code, recs, err = run_cli([str(media["crop1"]), str(media["truncated"]), "--run",
                                str(tiny_run), "--faces", "as-is"], capsys)
     assert code == 2
-    assert [r["status"] for r in recs] == ["ok", "error"]
+    assert [r["status"] for r in recs] == ["ok", "bad_input"]
     assert "cut.mp4" in err
 
 
@@ -293,3 +294,70 @@ def test_combiners_are_callables_x_to_z():
     z = SavedLearner(fake, [2, 0])(X)
     assert np.array_equal(seen[0], X[:, [2, 0]]) and list(z) == [2.5, -2.0]
     assert SavedLearner(fake, [2, 0]).threshold == -0.5
+
+
+# ---------------------------------------------------------------- hostile and mixed input
+
+
+def test_cli_mixed_inputs_each_get_a_record(tiny_run, media, tmp_path):
+    """Good inputs get verdicts whatever else is on the command line; each bad one gets a
+    bad_input record with the reason; the exit code summarises; stderr holds only our own
+    lines (no TensorFlow/OpenCV chatter) without --verbose. Run as a real process."""
+    import subprocess
+    import sys
+
+    from test_limits import write_png_bomb
+
+    empty = _write(tmp_path / "empty.mp4", b"")
+    one = tmp_path / "one.png"
+    cv2.imwrite(str(one), np.zeros((1, 1, 3), np.uint8))
+    noise = tmp_path / "noise.png"
+    cv2.imwrite(str(noise), (np.random.default_rng(0).random((200, 200, 3)) * 255
+                             ).astype(np.uint8))
+    bomb = write_png_bomb(tmp_path / "bomb.png")
+    inputs = [media["crop1"], tmp_path / "missing.jpg", empty, media["text"], bomb, noise,
+              one, media["video"], media["truncated"]]
+    proc = subprocess.run([sys.executable, "-m", "ensemble_dfd.predict", *map(str, inputs),
+                           "--run", str(tiny_run)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == predict.EXIT_BAD_INPUT, proc.stderr
+    recs = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [Path(r["input"]).name for r in recs] == [p.name for p in inputs]
+    assert [r["status"] for r in recs] == ["ok", "bad_input", "bad_input", "bad_input",
+                                           "bad_input", "no_face", "no_face", "ok",
+                                           "bad_input"]
+    for r in recs:
+        assert (r["verdict"] in ("real", "fake")) == (r["status"] == "ok")
+    reasons = [r.get("error", "") for r in recs]
+    assert "no such file" in reasons[1] and "empty file" in reasons[2]
+    assert "not an image or video" in reasons[3]
+    assert "20000x20000 px is over the limit" in reasons[4]
+    assert "cut.mp4" in reasons[8]
+    assert not recs[5]["whole_image"] and not recs[6]["whole_image"]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines and all(ln.startswith(("error: ", "no face: ", "warning: ", "note: "))
+                         for ln in lines), proc.stderr
+
+
+def test_cli_exit_codes_documented():
+    text = predict.build_parser().format_help()
+    for words in ("Exit codes", "0 every input got a verdict", "3 no face", "2 at least one bad",
+                  "--verbose", "--max-frames", "--max-megapixels", "--timeout"):
+        assert words in text, words
+
+
+def test_cli_and_server_both_refuse_a_video_cut_short(tiny_run, tmp_path, capsys):
+    from fastapi.testclient import TestClient
+    from test_limits import write_cut_avi
+
+    from ensemble_dfd.serve import create_app
+
+    cut = write_cut_avi(tmp_path / "cut.avi")
+    code, (rec,), err = run_cli([str(cut), "--run", str(tiny_run), "--faces", "as-is"],
+                                capsys)
+    assert code == predict.EXIT_BAD_INPUT and rec["status"] == "bad_input"
+    assert "truncated" in rec["error"] and "truncated" in err
+    app = create_app(tiny_run, faces="as-is", warm=False)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c, cut.open("rb") as fh:
+        r = c.post("/api/predict", files={"file": ("cut.avi", fh)})
+    assert r.status_code == 422 and "truncated" in r.json()["detail"]

@@ -11,10 +11,16 @@ because the training crops were stored that way (``prepare`` writes JPEG, traini
 Face modes (``--faces``):
 - ``detect``: always run the detector (images and video frames);
 - ``as-is``: the whole image (or each kept video frame) is the face crop, no detection;
-- ``auto`` (default): detect; an *image* in which no face is kept and whose longer side is at
-  most ``AUTO_CROP_MAX_SIDE`` px is taken whole as a face crop (the dataset's crops are
-  70-830 px, DFDC's 224; HOG misses some tight crops). Video frames are never taken whole.
+- ``auto`` (default): detect; an *image* in which no face is kept is taken whole as a face
+  crop only when it is plausibly one (``looks_like_face_crop``): sides of 32-1024 px (the
+  dataset's crops are 70-830 px, DFDC's 224), at most 2:1, and the detector finds a face in it
+  once it is given back a 10% border and enlarged to at least 100 px (HOG misses tight crops
+  because it needs some context around the face). The record says ``whole_image: true``.
+  Noise, a 1x1 pixel or a landscape give ``no_face``. Video frames are never taken whole.
   To reproduce the training input of a dataset crop exactly, use ``as-is``.
+
+Every input is read within ``limits.Limits`` (frames per video, pixels per image checked in
+the header before decoding, seconds per input).
 
 Pure parts (file sniffing, aggregation, choosing the learner) are plain functions; model
 loading and inference live in ``Predictor``. TensorFlow is imported only when a Predictor
@@ -23,6 +29,7 @@ loads its models.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -42,13 +49,22 @@ from ensemble_dfd.data.jpeg import jpeg_roundtrip
 from ensemble_dfd.ensemble.base import prob_to_logit
 from ensemble_dfd.ensemble.saved import load_meta_learner
 from ensemble_dfd.errors import UsageError, UserError
+from ensemble_dfd.limits import (
+    Deadline,
+    LimitExceeded,
+    Limits,
+    check_pixels,
+    image_file_dimensions,
+)
 from ensemble_dfd.logits import StoreError
 from ensemble_dfd.metrics import sigmoid
 from ensemble_dfd.rundir import DEFAULT_LEARNER, Run, RunError, StackInfo
 
+log = logging.getLogger(__name__)
 AGGREGATES = ("mean", "fake_fraction", "max_fake")
 FACE_MODES = ("auto", "detect", "as-is")
-AUTO_CROP_MAX_SIDE = 256
+CROP_MIN_SIDE, CROP_MAX_SIDE, CROP_MAX_ASPECT = 32, 1024, 2.0
+CROP_PAD, CROP_DETECT_MIN_SIDE = 0.10, 100
 
 
 class InputError(UserError, ValueError):
@@ -57,6 +73,15 @@ class InputError(UserError, ValueError):
 
 class NoFaceError(InputError):
     """An input in which no face was kept."""
+
+
+class LimitError(InputError):
+    """An input that would cost more than the configured limits; ``reason`` is 'size'
+    (pixels), 'time' or 'cancelled'."""
+
+    def __init__(self, message: str, reason: str = "size"):
+        super().__init__(message)
+        self.reason = reason
 
 
 # ---------------------------------------------------------------- file types by content
@@ -180,57 +205,106 @@ def _add_whole(res: InputFaces, index: int, rgb: np.ndarray, quality: int,
     res.faces.append(Face(index, None, back if reencode else rgb, data))
 
 
-def extract_faces(path: str | Path, kind: str, p: PrepareConfig, mode: str = "auto",
-                  name: str | None = None, strict: bool = False) -> InputFaces:
-    """Faces of one image or video with the run's prepare settings.
+def looks_like_face_crop(rgb: np.ndarray, p: PrepareConfig) -> bool:
+    """Whether an image with no detected face is plausibly a tight face crop (see the module
+    docstring): crop-like shape, and a face found once a 10% border is added back."""
+    h, w = rgb.shape[:2]
+    if min(h, w) < CROP_MIN_SIDE or max(h, w) > CROP_MAX_SIDE:
+        return False
+    if max(h, w) / min(h, w) > CROP_MAX_ASPECT:
+        return False
+    py, px = int(round(h * CROP_PAD)), int(round(w * CROP_PAD))
+    img = cv2.copyMakeBorder(rgb, py, py, px, px, cv2.BORDER_REPLICATE)
+    short = min(img.shape[:2])
+    if short < CROP_DETECT_MIN_SIDE:
+        f = CROP_DETECT_MIN_SIDE / short
+        img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR)
+    return bool(facelib.face_locations(img, max(1, p.upsample), p.detector))
 
-    Raises InputError (naming the file) for unreadable input; with ``strict`` a video that
-    ends before its declared length is an error too (the web service refuses those).
+
+def _read_image(path: Path, res: InputFaces, name: str | None, limits: Limits) -> np.ndarray:
+    """Decode an image after checking its declared size against the pixel limit."""
+    try:
+        dims = image_file_dimensions(path)
+    except OSError as exc:
+        raise InputError(f"{res.input}: cannot read file ({exc.strerror})") from None
+    if dims is None:
+        raise InputError(f"{res.input}: not a decodable image (its header gives no size)")
+    try:
+        check_pixels(*dims, limits.max_pixels)
+    except LimitExceeded as exc:
+        raise LimitError(f"{res.input}: image {exc}") from None
+    try:
+        return read_rgb(path)
+    except ImageReadError as exc:
+        raise InputError(str(exc) if name is None else
+                         str(exc).replace(str(path), name)) from None
+
+
+def _extract_image(path: Path, res: InputFaces, p: PrepareConfig, mode: str,
+                   name: str | None, limits: Limits) -> None:
+    rgb = _read_image(path, res, name, limits)
+    res.frames_kept = 1
+    if mode == "as-is":
+        # a crop given as-is is used as the dataset's crops were: the file decoded
+        _add_whole(res, 0, rgb, p.jpeg_quality, reencode=False)
+        return
+    _add_detected(res, 0, framelib.cap_width(rgb, p.max_width), p)
+    if not res.faces and mode == "auto" and looks_like_face_crop(rgb, p):
+        res.whole_image = True
+        _add_whole(res, 0, rgb, p.jpeg_quality, reencode=False)
+
+
+def _extract_video(path: Path, res: InputFaces, p: PrepareConfig, mode: str,
+                   name: str | None, limits: Limits, deadline: Deadline) -> None:
+    report = framelib.FrameReport(str(path))
+    try:
+        for index, bgr in framelib.iter_frames_bounded(path, p.every, p.every_seconds,
+                                                       p.max_width, report, limits, deadline):
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            res.frames_kept += 1
+            if mode == "as-is":
+                _add_whole(res, index, rgb, p.jpeg_quality, reencode=True)
+            else:
+                _add_detected(res, index, rgb, p)
+            deadline.check()
+    except framelib.VideoReadError as exc:
+        msg = str(exc) if name is None else str(exc).replace(str(path), name)
+        raise InputError(msg) from None
+    if report.error:
+        raise InputError(f"{res.input}: {report.error}")
+
+
+def extract_faces(path: str | Path, kind: str, p: PrepareConfig, mode: str = "auto",
+                  name: str | None = None, limits: Limits | None = None,
+                  deadline: Deadline | None = None) -> InputFaces:
+    """Faces of one image or video with the run's prepare settings, within ``limits``.
+
+    Raises InputError (naming the file) for unreadable input, including a video that ends
+    before its declared length (``predict`` and ``serve`` both refuse those), and LimitError
+    for input over the limits (pixels, seconds; checked before the cost is paid).
     """
     if mode not in FACE_MODES:
         raise UsageError(f"faces mode must be one of {FACE_MODES}, got {mode!r}")
     path = Path(path)
+    limits = limits or Limits()
+    deadline = deadline or Deadline(limits.seconds)
     res = InputFaces(name or str(path), kind)
     t0 = time.perf_counter()
     try:
         if kind == "image":
-            try:
-                rgb = read_rgb(path)
-            except ImageReadError as exc:
-                raise InputError(str(exc) if name is None else
-                                 str(exc).replace(str(path), name)) from None
-            res.frames_kept = 1
-            if mode == "as-is":
-                # a crop given as-is is used as the dataset's crops were: the file decoded
-                _add_whole(res, 0, rgb, p.jpeg_quality, reencode=False)
-            else:
-                _add_detected(res, 0, framelib.cap_width(rgb, p.max_width), p)
-                if not res.faces and mode == "auto" and max(rgb.shape[:2]) <= AUTO_CROP_MAX_SIDE:
-                    res.whole_image = True
-                    _add_whole(res, 0, rgb, p.jpeg_quality, reencode=False)
+            _extract_image(path, res, p, mode, name, limits)
         elif kind == "video":
-            report = framelib.FrameReport(str(path))
-            try:
-                for index, bgr in framelib.iter_frames(path, p.every, p.every_seconds,
-                                                       p.max_width, report):
-                    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                    res.frames_kept += 1
-                    if mode == "as-is":
-                        _add_whole(res, index, rgb, p.jpeg_quality, reencode=True)
-                    else:
-                        _add_detected(res, index, rgb, p)
-            except framelib.VideoReadError as exc:
-                msg = str(exc) if name is None else str(exc).replace(str(path), name)
-                raise InputError(msg) from None
-            if report.error:
-                msg = f"{res.input}: {report.error}"
-                if strict:
-                    raise InputError(msg)
-                res.warnings.append(msg)
+            _extract_video(path, res, p, mode, name, limits, deadline)
         else:
             raise InputError(f"{res.input}: not an image or video")
+    except LimitExceeded as exc:
+        raise LimitError(f"{res.input}: {exc}", exc.reason) from None
     except (cv2.error, RuntimeError) as exc:  # dlib raises RuntimeError on odd input
-        raise InputError(f"{res.input}: {type(exc).__name__}: {exc}") from None
+        # the library's own text (source paths, assertion internals) is not for the user
+        log.info("%s: %s: %s", res.input, type(exc).__name__, exc)
+        raise InputError(f"{res.input}: could not be decoded or searched for faces "
+                         "(corrupt or unusual file)") from None
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -367,12 +441,16 @@ class Timing:
 class Predictor:
     """A run loaded once: prepare settings, all finished base models, one combiner.
 
+    ``backend``: 'onnx' (default) runs each model's fresh ONNX artifact under ONNX Runtime
+    where there is one (``ensemble_dfd.artifacts``), else Keras; 'keras' always Keras.
+
     Thread-safe: face extraction may run in parallel, model inference is serialised by a
     lock (Keras models are not guaranteed safe under concurrent ``predict``).
     """
 
     def __init__(self, run_dir: str | Path, learner: str | None = None,
-                 aggregate: str = "mean", faces: str = "auto", batch_size: int = 64):
+                 aggregate: str = "mean", faces: str = "auto", batch_size: int = 64,
+                 limits: Limits | None = None, backend: str = "onnx"):
         self.run = Run(run_dir)
         self.run_dir = self.run.path
         self.config = self.run.config()
@@ -382,6 +460,7 @@ class Predictor:
         if faces not in FACE_MODES:
             raise UsageError(f"--faces must be one of {FACE_MODES}, got {faces!r}")
         self.aggregate, self.face_mode, self.batch_size = aggregate, faces, batch_size
+        self.limits = limits or Limits()
         try:
             self.model_paths = self.run.trained_models()
         except StoreError as exc:
@@ -397,9 +476,12 @@ class Predictor:
                                       self.model_refs, self.model_thresholds)
         self.threshold = self.combiner.threshold
         self.threshold_prob = threshold_to_prob(self.threshold)
-        from ensemble_dfd.train import load_model  # TensorFlow is imported here
+        from ensemble_dfd.artifacts import load_for_inference
 
-        self.models = {ref: load_model(p) for ref, p in self.model_paths.items()}
+        # the ONNX artifact under ONNX Runtime where one is fresh, else Keras (imports TF)
+        loaded = {ref: load_for_inference(p, backend) for ref, p in self.model_paths.items()}
+        self.models = {ref: m for ref, (m, _) in loaded.items()}
+        self.backends = {ref: b for ref, (_, b) in loaded.items()}
         self.sizes = {ref: int(m.input_shape[1]) for ref, m in self.models.items()}
         self._lock = threading.Lock()
         self.timing = Timing()
@@ -407,7 +489,7 @@ class Predictor:
     # -- describing ------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         return {"run": self.run_dir.name, "models": self.model_refs,
-                "input_sizes": self.sizes, "learner": self.learner_name,
+                "input_sizes": self.sizes, "backends": self.backends, "learner": self.learner_name,
                 "learner_kind": self.learner_kind, "threshold": self.threshold_prob,
                 "aggregate": self.aggregate, "faces_mode": self.face_mode,
                 "prepare": {k: getattr(self.prepare, k) for k in (
@@ -416,8 +498,9 @@ class Predictor:
 
     # -- the steps -------------------------------------------------------------------
     def extract(self, path: str | Path, kind: str, name: str | None = None,
-                strict: bool = False) -> InputFaces:
-        res = extract_faces(path, kind, self.prepare, self.face_mode, name, strict)
+                deadline: Deadline | None = None) -> InputFaces:
+        res = extract_faces(path, kind, self.prepare, self.face_mode, name, self.limits,
+                            deadline)
         self.timing.detect_s += res.seconds
         return res
 
@@ -438,6 +521,24 @@ class Predictor:
                 out[:, k] = predict_logits(self.models[ref], resized[size], self.batch_size)
         self.timing.models_s += time.perf_counter() - t0
         return out
+
+    def warm_up(self) -> float:
+        """Run every model once on each batch shape a call can use (powers of two up to
+        the batch size: ``predict_batches`` pads to those), so no request pays tracing.
+        Returns the seconds spent; a second call costs nothing."""
+        if getattr(self, "warmed", False):
+            return 0.0
+        t0 = time.perf_counter()
+        blank = np.zeros((8, 8, 3), np.uint8)
+        n = 1
+        while True:
+            self.model_logits([blank] * min(n, self.batch_size))
+            if n >= self.batch_size:
+                break
+            n *= 2
+        self.timing = Timing()  # warm-up is not part of any request's time
+        self.warmed = True
+        return time.perf_counter() - t0
 
     def combine(self, X: np.ndarray) -> np.ndarray:
         """Ensemble logit of P(real) per face."""
@@ -492,7 +593,7 @@ class Predictor:
     def predict_paths(self, items: Iterable[tuple[Path, str]]
                       ) -> tuple[list[dict[str, Any]], list[InputFaces]]:
         """Extract every input, then score all faces together. Unreadable inputs give a
-        record with status 'error' (and no faces) instead of stopping the others."""
+        record with status 'bad_input' (and no faces) instead of stopping the others."""
         extracted: list[InputFaces] = []
         errors: dict[int, str] = {}
         for path, kind in items:
@@ -501,9 +602,14 @@ class Predictor:
             except InputError as exc:
                 errors[len(extracted)] = str(exc)
                 extracted.append(InputFaces(str(path), kind))
+            except (OSError, MemoryError, ValueError) as exc:  # one odd file stops no other
+                log.warning("%s: %s: %s", path, type(exc).__name__, exc)
+                errors[len(extracted)] = (f"{path}: could not be processed "
+                                          f"({type(exc).__name__})")
+                extracted.append(InputFaces(str(path), kind))
         records = self.score(extracted)
         for i, msg in errors.items():
-            records[i].update(status="error", error=msg)
+            records[i].update(status="bad_input", error=msg)
         return records, extracted
 
 

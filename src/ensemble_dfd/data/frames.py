@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ensemble_dfd.limits import Deadline, LimitExceeded, Limits, check_pixels
+
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
                   ".flv", ".3gp", ".ts")
 
@@ -54,6 +56,31 @@ def kept_indices(n_frames: int, every: int = 120, every_seconds: float = 0.0,
                  fps: float = 0.0) -> list[int]:
     """The frame indices kept from a video of ``n_frames`` frames (0, N, 2N, ... < n)."""
     return list(takewhile(lambda i: i < n_frames, iter_kept_indices(every, every_seconds, fps)))
+
+
+def spread_indices(n_frames: int, every: int = 120, every_seconds: float = 0.0,
+                   fps: float = 0.0, max_frames: int = 32) -> list[int]:
+    """At most ``max_frames`` of the kept indices of an ``n_frames`` video, spread evenly.
+
+    Equal to ``kept_indices`` when that keeps no more than ``max_frames``; otherwise the k-th
+    kept frames for ``max_frames`` values of k evenly spaced from the first to the last. Never
+    builds the full list, so a container claiming 2**31 frames costs nothing here.
+    """
+    if n_frames <= 0:
+        return []
+    if every_seconds and every_seconds > 0:
+        if not fps or fps <= 0 or math.isnan(fps):
+            raise ValueError("every_seconds needs the video's frame rate (fps > 0)")
+        step = every_seconds * fps
+    else:
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        step = float(every)
+    n_kept = max(1, math.ceil((n_frames - 0.5) / step))  # k with floor(k*step + .5) < n
+    ks = (range(n_kept) if n_kept <= max_frames
+          else np.unique(np.round(np.linspace(0, n_kept - 1, max_frames)).astype(np.int64)))
+    idx = sorted({math.floor(int(k) * step + 0.5) for k in ks})
+    return [i for i in idx if i < n_frames]
 
 
 def scaled_size(width: int, height: int, max_width: int = 640) -> tuple[int, int]:
@@ -154,3 +181,94 @@ def read_frames(path: str | Path, every: int = 120, every_seconds: float = 0.0,
     report = FrameReport(str(path))
     frames = list(iter_frames(path, every, every_seconds, max_width, report))
     return frames, report
+
+
+def iter_frames_bounded(path: str | Path, every: int, every_seconds: float, max_width: int,
+                        report: FrameReport, limits: Limits,
+                        deadline: Deadline | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """The kept frames of a video at a bounded cost, for verdicts on untrusted files.
+
+    At most ``limits.max_frames`` frames (spread over the video), frames of at most
+    ``limits.max_pixels``; a video claiming at most ``limits.sequential_frames`` frames is
+    walked frame by frame exactly like ``iter_frames`` (grab, retrieve the kept ones), a
+    longer one is read by seeking to each wanted frame, so a container that claims 60,000
+    frames costs ``max_frames`` seeks. Raises VideoReadError (unreadable) or LimitExceeded
+    (too many pixels, out of time); ``report.error`` says when the file ended early.
+    """
+    path = Path(path)
+    deadline = deadline or Deadline(limits.seconds)
+    if not path.is_file():
+        raise VideoReadError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise VideoReadError(f"{path}: empty file")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise VideoReadError(f"{path}: cannot open as a video (corrupt or not a video)")
+        report.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        report.frame_count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        if w and h:
+            check_pixels(w, h, limits.max_pixels)
+        try:
+            if report.frame_count > limits.sequential_frames:
+                yield from _seek_frames(cap, every, every_seconds, max_width, report, limits,
+                                        deadline)
+            else:
+                yield from _walk_frames(cap, every, every_seconds, max_width, report, limits,
+                                        deadline)
+        except ValueError as exc:
+            if isinstance(exc, LimitExceeded):
+                raise
+            raise VideoReadError(f"{path}: {exc}") from exc
+    finally:
+        cap.release()
+    if report.frames_kept == 0:
+        raise VideoReadError(f"{path}: no frame could be decoded (corrupt or not a video)")
+
+
+def _walk_frames(cap: cv2.VideoCapture, every: int, every_seconds: float, max_width: int,
+                 report: FrameReport, limits: Limits, deadline: Deadline
+                 ) -> Iterator[tuple[int, np.ndarray]]:
+    """Grab every frame up to the claimed count (or ``sequential_frames`` when unknown)."""
+    n = report.frame_count or limits.sequential_frames
+    wanted = set(spread_indices(n, every, every_seconds, report.fps, limits.max_frames))
+    index = 0
+    while index < n and cap.grab():
+        deadline.check()
+        if index in wanted:
+            ok, frame = cap.retrieve()
+            if not ok or frame is None:
+                report.error = f"frame {index} could not be decoded"
+                break
+            check_pixels(frame.shape[1], frame.shape[0], limits.max_pixels)
+            report.frames_kept += 1
+            report.kept.append(index)
+            yield index, cap_width(frame, max_width)
+        index += 1
+    report.frames_read = index
+    if not report.error and report.frame_count and (
+            index < TRUNCATED_BELOW * report.frame_count):
+        report.error = f"truncated: read {index} of {report.frame_count} declared frames"
+
+
+def _seek_frames(cap: cv2.VideoCapture, every: int, every_seconds: float, max_width: int,
+                 report: FrameReport, limits: Limits, deadline: Deadline
+                 ) -> Iterator[tuple[int, np.ndarray]]:
+    """Seek to each of at most ``max_frames`` wanted frames of a long video."""
+    for index in spread_indices(report.frame_count, every, every_seconds, report.fps,
+                                limits.max_frames):
+        deadline.check()
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            if index < TRUNCATED_BELOW * report.frame_count:
+                report.error = (f"truncated: frame {index} of {report.frame_count} declared "
+                                "frames could not be read")
+            break
+        check_pixels(frame.shape[1], frame.shape[0], limits.max_pixels)
+        report.frames_kept += 1
+        report.frames_read = index + 1
+        report.kept.append(index)
+        yield index, cap_width(frame, max_width)

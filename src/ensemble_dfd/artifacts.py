@@ -1,0 +1,200 @@
+"""Inference artifacts: each trained model exported to ONNX and run with ONNX Runtime.
+
+Why ONNX Runtime (measured with ``benchmarks/predict_latency.py``, see its output): a fresh
+process that loads ten ONNX sessions needs neither TensorFlow nor Keras, so the cold start
+drops from TF import + Keras deserialisation + first-call tracing to a fraction of a second
+per model, and there is no per-shape tracing at all (a dynamic batch dimension).
+
+Layout: ``RUN/models/<ref>/model.onnx`` beside ``model.keras``, and ``model.onnx.json`` with
+the Keras file's size and mtime (a retrained model makes the artifact stale: it is then
+ignored) and the largest logit difference to Keras measured at export.
+
+``load_for_inference`` returns the ONNX session when a fresh artifact and onnxruntime are
+present, else the Keras model (the fallback); both answer ``predict_on_batch`` and
+``input_shape``, which is all ``train.predict_batches`` and ``verdict.Predictor`` use.
+
+``python -m ensemble_dfd.artifacts --run RUN [--models M1,M2] [--overwrite]`` exports the
+models of an existing run. TensorFlow is imported only to export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ONNX_FILE = "model.onnx"
+INFO_FILE = "model.onnx.json"
+TOLERANCE = 1e-4  # largest |logit difference| to Keras an artifact may have
+
+
+class ArtifactError(ValueError):
+    """An export whose logits differ from the Keras model's, or that cannot be made."""
+
+
+def _stamp(model_path: Path) -> dict[str, int]:
+    st = model_path.stat()
+    return {"keras_size": st.st_size, "keras_mtime_ns": st.st_mtime_ns}
+
+
+def artifact_path(model_path: str | Path) -> Path:
+    return Path(model_path).with_name(ONNX_FILE)
+
+
+def fresh_artifact(model_path: str | Path) -> Path | None:
+    """The ONNX file of a Keras model file if it exists and was made from this very file."""
+    model_path = Path(model_path)
+    onnx, info = artifact_path(model_path), model_path.with_name(INFO_FILE)
+    if not (onnx.is_file() and info.is_file()):
+        return None
+    try:
+        meta = json.loads(info.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    stamp = _stamp(model_path)
+    if any(meta.get(k) != v for k, v in stamp.items()):
+        return None
+    return onnx
+
+
+class OnnxModel:
+    """An ONNX Runtime session with the two members of a Keras model that inference uses."""
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), opts,
+                                            providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
+        self.dtype = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32}.get(
+            inp.type, np.float32)
+
+    def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.asarray(batch, self.dtype)})[0]
+
+
+def load_for_inference(model_path: str | Path, prefer: str = "onnx") -> tuple[Any, str]:
+    """(model, backend): the fresh ONNX artifact under ONNX Runtime, else the Keras model."""
+    if prefer == "onnx":
+        onnx = fresh_artifact(model_path)
+        if onnx is not None:
+            try:
+                return OnnxModel(onnx), "onnx"
+            except ImportError:
+                pass
+    return load_keras(model_path), "keras"
+
+
+def load_keras(model_path: str | Path) -> Any:
+    """The Keras model for inference only: no optimizer state (``compile=False``), which
+    halves what a trained model file costs in memory and load time."""
+    import keras  # TensorFlow is imported here
+
+    from ensemble_dfd import backbones
+
+    backbones._preprocess_layer()  # registers the custom layer, as train.load_model does
+    return keras.models.load_model(model_path, compile=False)
+
+
+def max_logit_diff(a: Any, b: Any, size: int, n: int = 8, seed: int = 0) -> float:
+    """Largest |logit difference| of two models on n random uint8 images."""
+    x = np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    za = np.asarray(a.predict_on_batch(x), np.float64).reshape(-1)
+    zb = np.asarray(b.predict_on_batch(x), np.float64).reshape(-1)
+    return float(np.abs(za - zb).max())
+
+
+def to_onnx(model: Any, size: int, path: Path) -> None:
+    """Convert the model's inference pass (``training=False``: no flip/rotation, BatchNorm
+    on its moving statistics) with a dynamic batch dimension. Keras' own
+    ``model.export(format="onnx")`` traces ``model(x)`` with the augmentation layers' default
+    ``training=True`` and leaves random ops that ONNX Runtime cannot run."""
+    import tensorflow as tf
+    import tf2onnx
+
+    try:  # what Keras' own ONNX export applies first (tf2onnx vs numpy 2)
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+        patch_tf2onnx()
+    except ImportError:
+        pass
+    spec = [tf.TensorSpec((None, size, size, 3), model.inputs[0].dtype, name="image")]
+    fn = tf.function(lambda x: model(x, training=False), input_signature=spec)
+    tf2onnx.convert.from_function(fn, input_signature=spec, output_path=str(path))
+
+
+def export_model(model_path: str | Path, overwrite: bool = False) -> dict[str, Any]:
+    """Export one Keras model file to ONNX beside it, check it, and record the check.
+
+    Raises ArtifactError when the artifact's logits differ by more than TOLERANCE.
+    """
+    model_path = Path(model_path)
+    out = artifact_path(model_path)
+    if not overwrite and fresh_artifact(model_path) is not None:
+        return json.loads(model_path.with_name(INFO_FILE).read_text())
+    model = load_keras(model_path)
+    size = int(model.input_shape[1])
+    t0 = time.perf_counter()
+    tmp = out.with_suffix(".onnx.tmp")
+    to_onnx(model, size, tmp)
+    seconds = time.perf_counter() - t0
+    diff = max_logit_diff(model, OnnxModel(tmp), size)
+    if not diff <= TOLERANCE:
+        tmp.unlink(missing_ok=True)
+        raise ArtifactError(f"{model_path}: ONNX logits differ from Keras by {diff:.2e} "
+                            f"(> {TOLERANCE:g}); not kept")
+    os.replace(tmp, out)
+    info = {**_stamp(model_path), "format": "onnx", "input_size": size,
+            "max_abs_logit_diff": diff, "export_seconds": round(seconds, 2)}
+    model_path.with_name(INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def export_run(run_dir: str | Path, refs: Sequence[str] | None = None,
+               overwrite: bool = False, log=print) -> dict[str, dict]:
+    """Export every finished model of a run (or ``refs``); returns ref -> export info."""
+    from ensemble_dfd.collect import trained_models
+
+    done = {}
+    for ref, path in trained_models(Path(run_dir), list(refs) if refs else None).items():
+        info = export_model(path, overwrite)
+        log(f"{ref}: {artifact_path(path)} (max |logit diff| to Keras "
+            f"{info['max_abs_logit_diff']:.1e})")
+        done[ref] = info
+    return done
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ensemble_dfd.artifacts", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, required=True)
+    p.add_argument("--models", help="refs to export, e.g. M1,M6 (default: all finished)")
+    p.add_argument("--overwrite", action="store_true", help="export again even if fresh")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ensemble_dfd.logits import StoreError
+
+    try:
+        export_run(args.run, args.models.split(",") if args.models else None, args.overwrite)
+    except (ArtifactError, StoreError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""ONNX inference artifacts: same logits as Keras (within 1e-4), used when fresh, ignored
+when stale, and no TensorFlow needed to predict with them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tf2onnx")
+
+
+@pytest.fixture(scope="module")
+def exported_run(tiny_run, tmp_path_factory) -> Path:
+    from ensemble_dfd import artifacts
+
+    run = tmp_path_factory.mktemp("onnx") / "run"
+    shutil.copytree(tiny_run, run)  # never modify the shared tiny run
+    assert artifacts.main(["--run", str(run)]) == 0
+    return run
+
+
+def _test_images(synthetic_dataset: Path, n: int = 24) -> list[Path]:
+    shared = Path(os.environ.get("ENSEMBLE_DFD_SHARED", Path(__file__).resolve().parents[2]
+                                 / "shared" / "data")) / "dfd-mini" / "test"
+    root = shared if shared.is_dir() else synthetic_dataset  # dfd-mini test when present
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
+    return files[:: max(1, len(files) // n)][:n]
+
+
+def test_onnx_logits_equal_keras(exported_run, synthetic_dataset):
+    from ensemble_dfd.artifacts import INFO_FILE, TOLERANCE, OnnxModel, fresh_artifact
+    from ensemble_dfd.collect import trained_models
+    from ensemble_dfd.data.images import load_images
+    from ensemble_dfd.train import load_model, predict_logits
+
+    files = _test_images(synthetic_dataset)
+    for ref, path in trained_models(exported_run).items():
+        onnx = fresh_artifact(path)
+        assert onnx is not None and (path.parent / INFO_FILE).is_file(), ref
+        keras_model, onnx_model = load_model(path), OnnxModel(onnx)
+        x = load_images(files, int(keras_model.input_shape[1]))
+        # batch sizes 1..len: padding and the dynamic batch dimension must not matter
+        for n in (1, 3, len(x)):
+            zk = predict_logits(keras_model, x[:n])
+            zo = predict_logits(onnx_model, x[:n])
+            assert np.abs(zk - zo).max() <= TOLERANCE, (ref, n)
+
+
+def test_predictor_uses_fresh_artifacts_and_falls_back(exported_run, tmp_path):
+    import cv2
+
+    from ensemble_dfd.data.synthetic import draw_face
+    from ensemble_dfd.verdict import Predictor
+
+    crop = tmp_path / "c.png"
+    cv2.imwrite(str(crop), cv2.cvtColor(draw_face(np.random.default_rng(1), 48),
+                                        cv2.COLOR_RGB2BGR))
+    onnx = Predictor(exported_run, faces="as-is")
+    keras = Predictor(exported_run, faces="as-is", backend="keras")
+    assert set(onnx.backends.values()) == {"onnx"} and set(keras.backends.values()) == {
+        "keras"}
+    assert onnx.describe()["backends"] == onnx.backends
+    (a,), _ = onnx.predict_paths([(crop, "image")])
+    (b,), _ = keras.predict_paths([(crop, "image")])
+    assert a["p_real"] == pytest.approx(b["p_real"], abs=1e-5)
+    assert onnx.warm_up() >= 0 and onnx.warm_up() == 0.0  # the second costs nothing
+    # a retrained model (newer model.keras) makes its artifact stale: Keras is used
+    model = exported_run / "models" / "M6" / "model.keras"
+    stat = model.stat()
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    try:
+        assert Predictor(exported_run, faces="as-is").backends["M6"] == "keras"
+    finally:
+        os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_predict_with_artifacts_does_not_import_tensorflow(exported_run, tmp_path):
+    import cv2
+
+    from ensemble_dfd.data.synthetic import draw_face
+
+    crop = tmp_path / "c.png"
+    cv2.imwrite(str(crop), cv2.cvtColor(draw_face(np.random.default_rng(1), 48),
+                                        cv2.COLOR_RGB2BGR))
+    code = ("import sys; from ensemble_dfd import predict; "
+            f"rc = predict.main([{str(crop)!r}, '--run', {str(exported_run)!r}, "
+            "'--faces', 'as-is']); "
+            "sys.exit(10 + rc if 'tensorflow' in sys.modules else rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert '"verdict"' in proc.stdout

@@ -1,0 +1,271 @@
+"""Limits on hostile input (no trained run needed): header-bomb images, frame-count-bomb
+videos, deadlines, the whole-image rule, and who may call the service."""
+
+from __future__ import annotations
+
+import resource
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from synthetic_media import make_image, make_video, truncate
+
+from ensemble_dfd.access import AccessPolicy, bind_warning, host_name
+from ensemble_dfd.config import PrepareConfig
+from ensemble_dfd.data import frames as framelib
+from ensemble_dfd.data.synthetic import draw_face
+from ensemble_dfd.limits import Deadline, LimitExceeded, Limits, image_file_dimensions
+from ensemble_dfd.verdict import InputError, LimitError, extract_faces, looks_like_face_crop
+
+# ---------------------------------------------------------------- hostile media
+
+
+def write_png_bomb(path: Path, width: int = 20000, height: int = 20000) -> Path:
+    """A valid PNG declaring width x height pixels (1-bit gray, all zero: ~60 kB on disk,
+    1.2 GB once OpenCV decodes it to BGR)."""
+    row = b"\x00" + b"\x00" * ((width + 7) // 8)
+    comp = zlib.compressobj(9)
+    data = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data)
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def write_frame_bomb(path: Path, n_frames: int = 60_000, size: int = 16) -> Path:
+    """An MP4 whose container holds n_frames copies of one tiny frame (under 1 MB)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (size, size))
+    assert writer.isOpened()
+    frame = np.full((size, size, 3), 128, np.uint8)
+    for _ in range(n_frames):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def write_cut_avi(path: Path) -> Path:
+    """A 300-frame MJPG AVI cut in half: its header still claims 300 frames and the first
+    ~150 decode (the 'scored from 1 frame by the CLI, 422 in the server' case)."""
+    return truncate(make_video(path, n_frames=300, codec="MJPG"), 0.5)
+
+
+@pytest.fixture(scope="session")
+def hostile(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("hostile")
+    return {"png_bomb": write_png_bomb(d / "bomb.png"),
+            "frame_bomb": write_frame_bomb(d / "bomb.mp4")}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+class CountingCapture:
+    """cv2.VideoCapture with its decoding calls counted (grab, read, retrieve, set)."""
+
+    calls: dict[str, int] = {}
+
+    def __init__(self, *args):
+        self._cap = _REAL_CAPTURE(*args)
+
+    def __getattr__(self, name):
+        attr = getattr(self._cap, name)
+        if name in ("grab", "read", "retrieve", "set"):
+            def counted(*a):
+                CountingCapture.calls[name] = CountingCapture.calls.get(name, 0) + 1
+                return attr(*a)
+            return counted
+        return attr
+
+
+_REAL_CAPTURE = cv2.VideoCapture
+
+# ---------------------------------------------------------------- image headers
+
+
+@pytest.mark.parametrize("ext, params", [
+    (".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+    (".webp", []), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]), (".bmp", []), (".tiff", []),
+])
+def test_image_dimensions_from_header(tmp_path, ext, params):
+    path = tmp_path / f"x{ext}"
+    assert cv2.imwrite(str(path), np.zeros((37, 53, 3), np.uint8), params)
+    assert image_file_dimensions(path) == (53, 37)
+
+
+def test_image_dimensions_unknown_or_cut(tmp_path):
+    (tmp_path / "t.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF")  # ends before a frame
+    (tmp_path / "n.txt").write_bytes(b"hello")
+    assert image_file_dimensions(tmp_path / "t.jpg") is None
+    assert image_file_dimensions(tmp_path / "n.txt") is None
+
+
+def test_header_bomb_png_refused_before_decoding(hostile):
+    before = peak_rss_mb()
+    t0 = time.perf_counter()
+    with pytest.raises(LimitError, match="20000x20000 px is over the limit") as info:
+        extract_faces(hostile["png_bomb"], "image", PrepareConfig())
+    assert info.value.reason == "size"
+    assert time.perf_counter() - t0 < 2.0
+    assert peak_rss_mb() - before < 300
+    assert hostile["png_bomb"].stat().st_size < 200_000  # the file itself is small
+
+
+def test_unsized_image_is_bad_input(tmp_path):
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01")
+    with pytest.raises(InputError, match="cut.jpg: not a decodable image"):
+        extract_faces(path, "image", PrepareConfig())
+
+
+# ---------------------------------------------------------------- frames
+
+
+def test_spread_indices_matches_kept_indices_when_small():
+    for n, every in [(130, 120), (250, 120), (1, 5), (3000, 100)]:
+        assert framelib.spread_indices(n, every, max_frames=32) == framelib.kept_indices(
+            n, every)
+    assert framelib.spread_indices(0, 120) == []
+
+
+def test_spread_indices_bounded_and_spread():
+    idx = framelib.spread_indices(60_000, 120, max_frames=32)
+    assert len(idx) == 32 and idx[0] == 0 and idx[-1] == 59_880
+    assert all(i % 120 == 0 for i in idx)
+    huge = framelib.spread_indices(2**31, 1, max_frames=32)  # a lying container: no list
+    assert len(huge) == 32 and huge[-1] == 2**31 - 1
+    secs = framelib.spread_indices(100_000, every_seconds=0.5, fps=30.0, max_frames=10)
+    assert len(secs) == 10 and secs[-1] < 100_000
+
+
+def test_frame_count_bomb_costs_max_frames_decodes(hostile, monkeypatch):
+    monkeypatch.setattr(cv2, "VideoCapture", CountingCapture)
+    CountingCapture.calls = {}
+    report = framelib.FrameReport("bomb")
+    limits = Limits(max_frames=20)
+    t0 = time.perf_counter()
+    kept = [i for i, _ in framelib.iter_frames_bounded(hostile["frame_bomb"], 120, 0.0, 640,
+                                                       report, limits)]
+    elapsed = time.perf_counter() - t0
+    assert report.frame_count == 60_000
+    assert len(kept) == 20 and kept[-1] == 59_880 and report.error == ""
+    assert CountingCapture.calls.get("grab", 0) == 0
+    assert CountingCapture.calls["read"] == 20 and CountingCapture.calls["set"] == 20
+    assert elapsed < 10.0
+
+
+def test_frame_count_bomb_extract_within_limits(hostile):
+    before = peak_rss_mb()
+    t0 = time.perf_counter()
+    res = extract_faces(hostile["frame_bomb"], "video", PrepareConfig(), "detect",
+                        limits=Limits(max_frames=32))
+    assert time.perf_counter() - t0 < 15.0
+    assert res.frames_kept == 32 and res.faces == []
+    assert peak_rss_mb() - before < 300
+
+
+def test_short_video_read_exactly_like_prepare(tmp_path):
+    video = make_video(tmp_path / "v.mp4", n_frames=250)
+    exact = [i for i, _ in framelib.iter_frames(video, every=120)]
+    report = framelib.FrameReport("v")
+    bounded = [i for i, _ in framelib.iter_frames_bounded(video, 120, 0.0, 640, report,
+                                                          Limits())]
+    assert bounded == exact == [0, 120, 240]
+    two = [i for i, _ in framelib.iter_frames_bounded(video, 10, 0.0, 640,
+                                                      framelib.FrameReport("v"),
+                                                      Limits(max_frames=2))]
+    assert two == [0, 240]
+
+
+def test_video_cut_short_is_refused(tmp_path):
+    cut = write_cut_avi(tmp_path / "cut.avi")
+    with pytest.raises(InputError, match=r"cut.avi: truncated: read \d+ of 300 declared"):
+        extract_faces(cut, "video", PrepareConfig(), "as-is")
+
+
+def test_deadline_stops_a_video_between_frames(tmp_path):
+    video = make_video(tmp_path / "v.mp4", n_frames=60)
+    gone = Deadline(10.0)
+    gone.cancel.set()
+    with pytest.raises(LimitError, match="cancelled") as info:
+        extract_faces(video, "video", PrepareConfig(), "as-is", deadline=gone)
+    assert info.value.reason == "cancelled"
+    late = Deadline(1e-9)
+    time.sleep(0.001)
+    with pytest.raises(LimitError, match="took longer than the limit") as info:
+        extract_faces(video, "video", PrepareConfig(), "as-is", deadline=late)
+    assert info.value.reason == "time"
+    with pytest.raises(LimitExceeded):
+        late.check()
+
+
+def test_limits_validated():
+    with pytest.raises(ValueError, match="max_frames"):
+        Limits(max_frames=0)
+
+
+# ---------------------------------------------------------------- whole-image rule
+
+
+def test_whole_image_only_for_plausible_face_crops(tmp_path):
+    p = PrepareConfig()
+    rng = np.random.default_rng(0)
+    noise = (rng.random((200, 200, 3)) * 255).astype(np.uint8)
+    assert not looks_like_face_crop(noise, p)
+    assert not looks_like_face_crop(np.zeros((1, 1, 3), np.uint8), p)
+    assert not looks_like_face_crop(cv2.resize(draw_face(rng, 48), (150, 40)), p)  # 3.75:1
+    assert looks_like_face_crop(draw_face(np.random.default_rng(1), 48), p)
+    one = tmp_path / "one.png"
+    cv2.imwrite(str(one), np.zeros((1, 1, 3), np.uint8))
+    noisy = tmp_path / "noise.png"
+    cv2.imwrite(str(noisy), noise)
+    for f in (one, noisy, make_image(tmp_path / "land.jpg", size=(400, 300))):
+        res = extract_faces(f, "image", p, "auto")
+        assert res.faces == [] and not res.whole_image, f.name
+    crop = tmp_path / "crop.png"
+    # seed 3: HOG misses this tight 48 px crop, and finds it once a border is added
+    cv2.imwrite(str(crop), cv2.cvtColor(draw_face(np.random.default_rng(3), 48),
+                                        cv2.COLOR_RGB2BGR))
+    res = extract_faces(crop, "image", p, "auto")
+    assert len(res.faces) == 1 and res.whole_image
+
+
+# ---------------------------------------------------------------- access
+
+
+def test_access_policy_host_origin_token():
+    pol = AccessPolicy()
+    local = {"host": "127.0.0.1:8000"}
+    assert pol.refuse("/api/predict", local) is None
+    assert pol.refuse("/", {"host": "localhost:8000"}) is None
+    assert pol.refuse("/", {"host": "[::1]:8000"}) is None
+    assert pol.refuse("/api/health", {"host": "evil.example:8000"})[0] == 403  # rebinding
+    same = {**local, "origin": "http://127.0.0.1:8000"}
+    assert pol.refuse("/api/predict", same) is None
+    foreign = {**local, "origin": "https://evil.example"}
+    assert pol.refuse("/api/predict", foreign)[0] == 403
+    assert pol.refuse("/api/predict", {**local, "origin": "null"})[0] == 403
+    assert AccessPolicy(origins=("https://lab.example",)).refuse(
+        "/api/predict", {**local, "origin": "https://lab.example"}) is None
+    tok = AccessPolicy(token="s3cret")
+    assert tok.refuse("/api/predict", local)[0] == 401
+    assert tok.refuse("/api/predict", {**local, "authorization": "Bearer nope"})[0] == 401
+    assert tok.refuse("/api/predict", {**local, "authorization": "Bearer s3cret"}) is None
+    assert tok.refuse("/", local) is None  # the page itself is static
+    assert host_name("[::1]:80") == "::1" and host_name("Example.org") == "example.org"
+
+
+def test_bind_warning():
+    assert bind_warning("127.0.0.1", None) is None
+    assert bind_warning("localhost", None) is None
+    assert "without a token" in bind_warning("0.0.0.0", None)
+    assert bind_warning("0.0.0.0", "t") is None
