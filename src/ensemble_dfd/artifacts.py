@@ -102,12 +102,9 @@ def load_for_inference(model_path: str | Path, prefer: str = "onnx") -> tuple[An
 def load_keras(model_path: str | Path) -> Any:
     """The Keras model for inference only: no optimizer state (``compile=False``), which
     halves what a trained model file costs in memory and load time."""
-    import keras  # TensorFlow is imported here
+    from ensemble_dfd.train import load_model  # TensorFlow is imported here
 
-    from ensemble_dfd import backbones
-
-    backbones._preprocess_layer()  # registers the custom layer, as train.load_model does
-    return keras.models.load_model(model_path, compile=False)
+    return load_model(model_path, compile=False)
 
 
 def max_logit_diff(a: Any, b: Any, size: int, n: int = 8, seed: int = 0) -> float:

@@ -88,15 +88,20 @@ def start_phase_two(model: Any, base: Any, ft_at: int, optimizer_before: str,
     return True
 
 
-def load_model(path: str | Path) -> Any:
-    """Load a saved model; registers the custom preprocess and augmentation layers first."""
-    import keras
-
+def register_layers() -> None:
+    """Register the package's custom Keras layers (preprocess, augmentation) before loading."""
     from ensemble_dfd.augment import augment_layer
 
     backbones._preprocess_layer()
     augment_layer()
-    return keras.models.load_model(path)
+
+
+def load_model(path: str | Path, compile: bool = True) -> Any:
+    """Load a saved model with the package's custom layers registered first."""
+    import keras
+
+    register_layers()
+    return keras.models.load_model(path, compile=compile)
 
 
 def _epoch_recorder(out_dir: Path, phase: int, n_train: int) -> Any:
