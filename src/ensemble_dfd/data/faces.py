@@ -10,7 +10,9 @@ detection is the same: HOG = ``get_frontal_face_detector()(img, upsample)``, CNN
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,11 +86,21 @@ def get_detector(model: str = "hog") -> Any:
         if model == "hog":
             _DETECTORS[model] = dlib.get_frontal_face_detector()
         else:
-            import face_recognition_models
-
-            _DETECTORS[model] = dlib.cnn_face_detection_model_v1(
-                face_recognition_models.cnn_face_detector_model_location())
+            _DETECTORS[model] = dlib.cnn_face_detection_model_v1(cnn_model_file())
     return _DETECTORS[model]
+
+
+def cnn_model_file() -> str:
+    """face_recognition_models' mmod CNN detector file, found without importing the package:
+    its ``__init__`` imports ``pkg_resources``, which setuptools >= 81 no longer ships."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("face_recognition_models is not installed (pip install "
+                                  "face_recognition_models); the CNN detector needs it")
+    path = Path(spec.submodule_search_locations[0]) / "models" / "mmod_human_face_detector.dat"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the CNN face detector's model file is missing")
+    return str(path)
 
 
 def face_locations(rgb: np.ndarray, upsample: int = 1, model: str = "hog") -> list[Box]:
