@@ -306,7 +306,7 @@ def test_cli_mixed_inputs_each_get_a_record(tiny_run, media, tmp_path):
     import subprocess
     import sys
 
-    from test_limits import write_png_bomb
+    from hostile_media import write_png_bomb
 
     empty = _write(tmp_path / "empty.mp4", b"")
     one = tmp_path / "one.png"
@@ -348,7 +348,7 @@ def test_cli_exit_codes_documented():
 
 def test_cli_and_server_both_refuse_a_video_cut_short(tiny_run, tmp_path, capsys):
     from fastapi.testclient import TestClient
-    from test_limits import write_cut_avi
+    from hostile_media import write_cut_avi
 
     from ensemble_dfd.serve import create_app
 

@@ -197,7 +197,7 @@ def test_health_openapi_and_page(client, tiny_run):
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory) -> dict[str, Path]:
-    from test_limits import write_frame_bomb, write_png_bomb
+    from hostile_media import write_frame_bomb, write_png_bomb
 
     d = tmp_path_factory.mktemp("hostile_uploads")
     return {"png_bomb": write_png_bomb(d / "bomb.png"),
@@ -205,7 +205,7 @@ def hostile(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_header_bomb_png_refused_from_header(client, files, hostile, uploads):
-    from test_limits import peak_rss_mb
+    from hostile_media import peak_rss_mb
 
     before = peak_rss_mb()
     t0 = time.perf_counter()
@@ -218,7 +218,7 @@ def test_header_bomb_png_refused_from_header(client, files, hostile, uploads):
 
 
 def test_frame_count_bomb_answered_within_limit(client, files, hostile, uploads):
-    from test_limits import peak_rss_mb
+    from hostile_media import peak_rss_mb
 
     assert hostile["frame_bomb"].stat().st_size < MiB  # under this app's upload limit
     before = peak_rss_mb()
