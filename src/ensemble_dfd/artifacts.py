@@ -30,12 +30,14 @@ from typing import Any
 
 import numpy as np
 
+from ensemble_dfd.errors import UserError
+
 ONNX_FILE = "model.onnx"
 INFO_FILE = "model.onnx.json"
 TOLERANCE = 1e-4  # largest |logit difference| to Keras an artifact may have
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError, ValueError):
     """An export whose logits differ from the Keras model's, or that cannot be made."""
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ensemble_dfd.errors import UserError
+
 
 @dataclass(frozen=True)
 class StudyCounts:
@@ -86,7 +88,7 @@ for _bb in (
     register(_bb)
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError, RuntimeError):
     """ImageNet weights could not be downloaded or found in the offline folder."""
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ensemble_dfd import backbones
 from ensemble_dfd.config import RunConfig, for_model
+from ensemble_dfd.errors import UserError
 from ensemble_dfd.runio import read_json, write_json, write_text
 from ensemble_dfd.train import TrainData, compile_model, fine_tune_at, image_size_for
 
@@ -30,7 +31,7 @@ def search_space(backbone: backbones.Backbone, n_layers: int) -> dict[str, list]
             "dropout": [0.0, 0.2, 0.4]}
 
 
-class TunerDependencyError(ValueError):
+class TunerDependencyError(UserError, ValueError):
     """A package keras-tuner needs is missing (a ValueError, so commands report it as one
     `error:` line with exit code 2)."""
 

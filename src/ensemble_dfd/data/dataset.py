@@ -8,11 +8,12 @@ import pandas as pd
 
 from ensemble_dfd import CLASS_NAMES
 from ensemble_dfd.data.images import IMAGE_SUFFIXES
+from ensemble_dfd.errors import UserError
 
 LABELS = {name.lower(): i for i, name in enumerate(CLASS_NAMES)}  # fake 0, real 1
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset folder or manifest that cannot be used."""
 
 

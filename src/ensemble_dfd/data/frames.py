@@ -17,13 +17,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ensemble_dfd.errors import UserError
 from ensemble_dfd.limits import Deadline, LimitExceeded, Limits, check_pixels
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
                   ".flv", ".3gp", ".ts")
 
 
-class VideoReadError(ValueError):
+class VideoReadError(UserError, ValueError):
     """A video that cannot be opened or decoded."""
 
 

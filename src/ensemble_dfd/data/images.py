@@ -10,10 +10,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ensemble_dfd.errors import UserError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError, ValueError):
     """A file that is not a readable image."""
 
 
