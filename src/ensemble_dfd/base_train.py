@@ -12,7 +12,14 @@ whose models/<ref>/ folders are then merged.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import ctypes.util
+import multiprocessing
 import os
+import signal
+import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -123,11 +130,73 @@ def record_memory(out: Path, summary: dict, log=print) -> dict:
     return summary
 
 
+def train_model(ref: str, cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False,
+                tune: bool = False, log=print, cache: dict | None = None) -> dict:
+    """Train (or resume, or skip when finished) one model; return its done.json summary."""
+    from ensemble_dfd.train import TrainData, image_size_for, train_one
+
+    bb = backbones.get(ref)
+    out = run_dir / "models" / ref
+    if overwrite and out.exists():
+        for f in ("done.json", "state.json", "checkpoint.keras", "history.csv"):
+            (out / f).unlink(missing_ok=True)
+    size = image_size_for(bb, cfg)
+    memory.release()
+    memory.reset_peak()
+    log(f"{ref}: RSS {memory.rss_mb():.0f} MB before loading its data")
+    df = load_dataset(data)
+    xt, yt = load_split(df, cfg, cfg.data.train_split, size, cache)
+    xv, yv = load_split(df, cfg, cfg.data.validation_split, size, cache)
+    data_arrays = TrainData(xt, yt, xv, yv)
+    hparams = None
+    if tune:
+        from ensemble_dfd.tune import tune_model
+
+        hparams = tune_model(bb, cfg, decoded(data_arrays), out / "tuning", log)
+    log(f"{ref} {bb.name}: {len(xt)} train / {len(xv)} validation images at {size} px")
+    summary = record_memory(out, train_one(bb, cfg, data_arrays, out, log, hparams), log)
+    history = pd.read_csv(out / "history.csv")
+    plot_curves(history, out / "curves.png", f"{ref} {bb.name}")
+    h = history.iloc[-1]
+    log(f"{ref} done: train acc {h['accuracy']:.4f}, val acc {h['val_accuracy']:.4f}")
+    return summary
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel kill this process when its parent dies (a killed base_train
+    must not leave a model training on in the background); elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").prctl(1, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _train_in_child(ref: str, cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool,
+                    tune: bool, parent: int) -> dict:
+    """train_model in a fresh process (spawned): its memory all goes back when it exits."""
+    from ensemble_dfd import accel
+
+    _die_with_parent(parent)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    accel.set_precision(cfg.train.mixed_precision)
+    return train_model(ref, cfg, data, run_dir, overwrite, tune,
+                       make_logger(run_dir / "base_train.log"))
+
+
 def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False,
               tune: bool = False, log=print) -> dict[str, dict]:
-    """Train every configured model (skipping finished ones); return their summaries."""
+    """Train every configured model (skipping finished ones); return their summaries.
+
+    With ``train.process_per_model`` (the default) each model trains in its own spawned
+    process. In one process, memory grew from model to model although each one's graph
+    was cleared (TensorFlow keeps allocator and runtime caches; the ten-model CPU profile
+    peaked at 13.3 GB): a child's memory is all returned when it exits, so the run's
+    peak is that of its largest model.
+    """
     from ensemble_dfd import accel
-    from ensemble_dfd.train import TrainData, image_size_for, train_one
+    from ensemble_dfd.train import image_size_for
 
     refs = checked_refs(cfg)
     policy = accel.set_precision(cfg.train.mixed_precision)
@@ -140,40 +209,22 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
         for ref in refs:
             bb = backbones.get(ref)
             backbones.build_base(bb, image_size_for(bb, cfg), cfg.train.weights)
-    df = load_dataset(data)
-    cache: dict = {}
+    if not cfg.train.process_per_model:
+        cache: dict = {}
+        summaries = {}
+        for ref in refs:
+            summaries[ref] = train_model(ref, cfg, data, run_dir, overwrite, tune, log, cache)
+            import keras
+
+            keras.backend.clear_session()
+            memory.release()
+        return summaries
+    spawn = multiprocessing.get_context("spawn")
     summaries = {}
     for ref in refs:
-        bb = backbones.get(ref)
-        out = run_dir / "models" / ref
-        if overwrite and out.exists():
-            for f in ("done.json", "state.json", "checkpoint.keras", "history.csv"):
-                (out / f).unlink(missing_ok=True)
-        size = image_size_for(bb, cfg)
-        memory.release()
-        memory.reset_peak()
-        log(f"{ref}: RSS {memory.rss_mb():.0f} MB before loading its data")
-        xt, yt = load_split(df, cfg, cfg.data.train_split, size, cache)
-        xv, yv = load_split(df, cfg, cfg.data.validation_split, size, cache)
-        data_arrays = TrainData(xt, yt, xv, yv)
-        hparams = None
-        if tune:
-            from ensemble_dfd.tune import tune_model
-
-            hparams = tune_model(bb, cfg, decoded(data_arrays), out / "tuning", log)
-        log(f"{ref} {bb.name}: {len(xt)} train / {len(xv)} validation images at {size} px")
-        summaries[ref] = record_memory(out, train_one(bb, cfg, data_arrays, out, log, hparams),
-                                       log)
-        history = pd.read_csv(out / "history.csv")
-        plot_curves(history, out / "curves.png", f"{ref} {bb.name}")
-        h = history.iloc[-1]
-        log(f"{ref} done: train acc {h['accuracy']:.4f}, val acc {h['val_accuracy']:.4f}")
-        del data_arrays, xt, xv
-        # free the finished model's graph: ten models in one process otherwise grow to ~10 GB
-        import keras
-
-        keras.backend.clear_session()
-        memory.release()
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
+            summaries[ref] = child.submit(_train_in_child, ref, cfg, data, run_dir, overwrite,
+                                          tune, os.getpid()).result()
     return summaries
 
 

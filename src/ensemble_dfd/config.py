@@ -67,6 +67,7 @@ class TrainConfig:
     flip: bool = True
     rotation: float = 0.2
     mixed_precision: str = "auto"  # "auto" (on when a GPU is visible), "on", "off", "bf16"
+    process_per_model: bool = True  # train each model in a fresh process (bounded memory)
     # per-model overrides of any key above, e.g. { M2 = { lr_frozen = 1e-4 } }: from-scratch
     # profiles need them (VGG19 has no BatchNorm and diverges at rates the others need)
     per_model: dict[str, dict] = field(default_factory=dict)
