@@ -16,6 +16,7 @@ from ensemble_dfd import logits as store
 from ensemble_dfd.cli_common import make_logger, run_main
 from ensemble_dfd.data.dataset import load_dataset
 from ensemble_dfd.data.images import read_rgb, stream_images
+from ensemble_dfd.data.quality import image_properties
 from ensemble_dfd.rundir import trained_models
 
 CACHE_MB = 1024  # decoded images kept across models at one size, at most
@@ -24,18 +25,7 @@ IMAGE_COLUMNS = ["split", "path", "label", "source", "group", "width", "height"]
 
 def image_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Per-image properties (size, blur, JPEG quality...) from the original files."""
-    try:
-        from ensemble_dfd.data.quality import image_properties
-    except ImportError:  # quality module optional while the package grows
-        image_properties = None
-    props = []
-    for f in rows["file"]:
-        img = read_rgb(f)
-        if image_properties is not None:
-            p = image_properties(img, path=f)
-        else:
-            p = {"width": img.shape[1], "height": img.shape[0]}
-        props.append(p)
+    props = [image_properties(read_rgb(f), path=f) for f in rows["file"]]
     table = pd.concat([rows[["split", "path", "label", "source", "group"]].reset_index(drop=True),
                        pd.DataFrame(props)], axis=1)
     return table.loc[:, ~table.columns.duplicated()]
