@@ -126,6 +126,22 @@ class FrameReport:
 TRUNCATED_BELOW = 0.95
 
 
+def open_video(path: Path, report: FrameReport) -> cv2.VideoCapture:
+    """An opened capture of `path`, its declared fps and frame count put in `report`;
+    raises VideoReadError naming the file when it is missing, empty or not a video."""
+    if not path.is_file():
+        raise VideoReadError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise VideoReadError(f"{path}: empty file")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        cap.release()
+        raise VideoReadError(f"{path}: cannot open as a video (corrupt or not a video)")
+    report.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    report.frame_count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+    return cap
+
+
 def iter_frames(path: str | Path, every: int = 120, every_seconds: float = 0.0,
                 max_width: int = 640, report: FrameReport | None = None,
                 ) -> Iterator[tuple[int, np.ndarray]]:
@@ -137,16 +153,8 @@ def iter_frames(path: str | Path, every: int = 120, every_seconds: float = 0.0,
     """
     path = Path(path)
     report = report if report is not None else FrameReport(str(path))
-    if not path.is_file():
-        raise VideoReadError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise VideoReadError(f"{path}: empty file")
-    cap = cv2.VideoCapture(str(path))
+    cap = open_video(path, report)
     try:
-        if not cap.isOpened():
-            raise VideoReadError(f"{path}: cannot open as a video (corrupt or not a video)")
-        report.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        report.frame_count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
         try:
             targets = iter_kept_indices(every, every_seconds, report.fps)
         except ValueError as exc:
@@ -198,16 +206,8 @@ def iter_frames_bounded(path: str | Path, every: int, every_seconds: float, max_
     """
     path = Path(path)
     deadline = deadline or Deadline(limits.seconds)
-    if not path.is_file():
-        raise VideoReadError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise VideoReadError(f"{path}: empty file")
-    cap = cv2.VideoCapture(str(path))
+    cap = open_video(path, report)
     try:
-        if not cap.isOpened():
-            raise VideoReadError(f"{path}: cannot open as a video (corrupt or not a video)")
-        report.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        report.frame_count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
         w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
         h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
         if w and h:
