@@ -166,7 +166,7 @@ def export_model(model_path: str | Path, overwrite: bool = False) -> dict[str, A
 def export_run(run_dir: str | Path, refs: Sequence[str] | None = None,
                overwrite: bool = False, log=print) -> dict[str, dict]:
     """Export every finished model of a run (or ``refs``); returns ref -> export info."""
-    from ensemble_dfd.collect import trained_models
+    from ensemble_dfd.rundir import trained_models
 
     done = {}
     for ref, path in trained_models(Path(run_dir), list(refs) if refs else None).items():
