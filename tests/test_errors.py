@@ -36,6 +36,11 @@ def test_a_bug_is_not_a_user_error(bug):
 
 def test_package_errors_share_the_base():
     from ensemble_dfd.analysis.intervention import InterventionError
+    from ensemble_dfd.artifacts import ArtifactError
+    from ensemble_dfd.backbones import WeightsUnavailableError
+    from ensemble_dfd.data.dataset import DatasetError
+    from ensemble_dfd.data.frames import VideoReadError
+    from ensemble_dfd.data.images import ImageReadError
     from ensemble_dfd.ensemble import MetaLearnerError
     from ensemble_dfd.ensemble.saved import MetaLearnerMismatch
     from ensemble_dfd.logits import StoreError
@@ -44,11 +49,13 @@ def test_package_errors_share_the_base():
     from ensemble_dfd.report import ReportError
     from ensemble_dfd.runio import RunExistsError
     from ensemble_dfd.stack import StackError
-    from ensemble_dfd.verdict import InputError, NoFaceError, RunError
+    from ensemble_dfd.tune import TunerDependencyError
+    from ensemble_dfd.verdict import InputError, LimitError, RunError
 
     for cls in (ConfigError, InterventionError, MetaLearnerError, StoreError, StepFailed,
                 NothingUsable, ReportError, RunExistsError, MetaLearnerMismatch, StackError,
-                InputError, NoFaceError, RunError, UsageError):
+                InputError, RunError, UsageError, ArtifactError, WeightsUnavailableError,
+                DatasetError, VideoReadError, ImageReadError, TunerDependencyError, LimitError):
         assert issubclass(cls, UserError), cls
     assert all(issubclass(c, Exception) for c in user_errors())
     assert KeyError not in user_errors() and ValueError not in user_errors()

@@ -71,10 +71,6 @@ class InputError(UserError, ValueError):
     """An input that is not a readable image or video (the message names the file)."""
 
 
-class NoFaceError(InputError):
-    """An input in which no face was kept."""
-
-
 class LimitError(InputError):
     """An input that would cost more than the configured limits; ``reason`` is 'size'
     (pixels), 'time' or 'cancelled'."""
