@@ -123,7 +123,9 @@ def test_missing_imagenet_weights_fail_at_once(syn_dir, tmp_path, capsys):
     rc = base_train.main(["--data", str(syn_dir), "--out", str(tmp_path / "r"),
                           "--models", "M6", "--weights", str(tmp_path)])
     assert rc == 2
-    assert "no .h5 file for M6" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path}: no weights file for M6 MobileNetV2" in err
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5" in err
 
 
 def test_predict_logits_pads_partial_batches_without_changing_results():
