@@ -19,6 +19,19 @@ def link_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+def write_noise_jpegs(folder: Path, n: int, widen: bool = False) -> list[str]:
+    """n seeded random-noise JPEGs of growing height (20 + i px; width 30, or 30 + i with
+    `widen`), so that every file needs a real resize."""
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(n):
+        path = folder / f"{i:02d}.jpg"
+        shape = (20 + i, 30 + i if widen else 30, 3)
+        cv2.imwrite(str(path), rng.integers(0, 256, shape, dtype=np.uint8))
+        files.append(str(path))
+    return files
+
+
 def write_crop(path: Path, seed: int = 0, size: int = 48) -> Path:
     """A drawn face crop like the synthetic training data (RGB -> BGR for OpenCV)."""
     rgb = draw_face(np.random.default_rng(seed), size)

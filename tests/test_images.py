@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
+from helpers import write_noise_jpegs
 
 from ensemble_dfd.data.images import ImageReadError, load_images, read_rgb, stream_images
 
 
 @pytest.fixture()
 def files(tmp_path):
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(11):
-        path = tmp_path / f"{i:02d}.jpg"
-        img = rng.integers(0, 256, (20 + i, 30, 3), dtype=np.uint8)
-        cv2.imwrite(str(path), img)
-        out.append(str(path))
-    return out
+    return write_noise_jpegs(tmp_path, 11)
 
 
 def test_stream_equals_load_in_order(files):

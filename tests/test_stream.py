@@ -3,9 +3,9 @@ seeded order that changes per epoch, and correct epoch boundaries inside a real 
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
+from helpers import write_noise_jpegs
 
 from ensemble_dfd.data.images import load_images
 from ensemble_dfd.data.stream import (
@@ -20,13 +20,7 @@ from ensemble_dfd.data.stream import (
 
 @pytest.fixture()
 def split(tmp_path):
-    rng = np.random.default_rng(0)
-    files = []
-    for i in range(23):
-        path = tmp_path / f"{i:02d}.jpg"
-        cv2.imwrite(str(path), rng.integers(0, 256, (20 + i, 30 + i, 3), dtype=np.uint8))
-        files.append(str(path))
-    return image_split(files, np.arange(23) % 2, 16)
+    return image_split(write_noise_jpegs(tmp_path, 23, widen=True), np.arange(23) % 2, 16)
 
 
 def _epoch(batches: EpochBatches, epoch: int | None = None) -> tuple:
