@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ensemble_dfd.config import RunConfig, dumps, flags_win, load_config, parse_overrides
-from ensemble_dfd.errors import user_errors
+from ensemble_dfd.errors import UserError
 from ensemble_dfd.runio import RunExistsError, write_text
 
 
@@ -80,8 +80,9 @@ def say_done(lines: list[str], wrote: Path, t0: float) -> None:
 
 
 def run_main(body: Callable[[], Any], short_warnings: bool = False) -> int:
-    """Run a command's body. A user error (`errors.user_errors()`) becomes one line on stderr
-    and exit code 2; any other exception is a bug and propagates with its traceback.
+    """Run a command's body. A `UserError` (every package error derives from it) becomes
+    one line on stderr and exit code 2; any other exception is a bug and propagates with
+    its traceback.
 
     short_warnings: every warning is printed once per occurrence as one `warning:` line,
     without the source line Python's default format adds.
@@ -92,7 +93,7 @@ def run_main(body: Callable[[], Any], short_warnings: bool = False) -> int:
                 warnings.simplefilter("always")
                 warnings.showwarning = _show_warning
             rc = body()
-    except user_errors() as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return rc if isinstance(rc, int) else 0

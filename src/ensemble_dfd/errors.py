@@ -15,8 +15,3 @@ class UserError(Exception):
 class UsageError(UserError, ValueError):
     """A flag or argument value that cannot be used."""
 
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions a command reports as bad input: every package error derives from
-    UserError (the data readers' and the registry's too)."""
-    return (UserError,)
