@@ -37,7 +37,7 @@ from ensemble_dfd.data.dataset import load_dataset, select
 from ensemble_dfd.data.images import load_images
 from ensemble_dfd.data.stream import ImageSplit, image_split
 from ensemble_dfd.reports.training import accuracy_table, markdown, plot_curves
-from ensemble_dfd.runio import environment, write_json, write_text
+from ensemble_dfd.runio import environment, read_json, write_json, write_text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,7 +132,10 @@ def record_memory(out: Path, summary: dict, log=print) -> dict:
 
 def train_model(ref: str, cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False,
                 tune: bool = False, log=print, cache: dict | None = None) -> dict:
-    """Train (or resume, or skip when finished) one model; return its done.json summary."""
+    """Train (or resume, or skip when finished) one model; return its done.json summary.
+    Runs in the process that trains (a spawned child by default), so the per-process set-up
+    (JAX's compilation cache) happens here."""
+    from ensemble_dfd import accel
     from ensemble_dfd.train import TrainData, image_size_for, train_one
 
     bb = backbones.get(ref)
@@ -141,6 +144,7 @@ def train_model(ref: str, cfg: RunConfig, data: Path, run_dir: Path, overwrite: 
         for f in ("done.json", "state.json", "checkpoint.keras", "history.csv"):
             (out / f).unlink(missing_ok=True)
     size = image_size_for(bb, cfg)
+    accel.enable_compile_cache()  # JAX: a rerun or resumed run does not compile again
     memory.release()
     memory.reset_peak()
     log(f"{ref}: RSS {memory.rss_mb():.0f} MB before loading its data")
@@ -200,7 +204,6 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
 
     refs = checked_refs(cfg)
     policy = accel.set_precision(cfg.train.mixed_precision)
-    accel.enable_compile_cache()  # JAX: a rerun or resumed run does not compile again
     device = accel.describe()
     write_json(run_dir / "env.json", environment({**device, "dtype_policy": policy}))
     log(f"device {device['device']} ({device['keras_backend']}), policy {policy}, "
@@ -222,6 +225,11 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
     spawn = multiprocessing.get_context("spawn")
     summaries = {}
     for ref in refs:
+        done = run_dir / "models" / ref / "done.json"
+        if done.exists() and not overwrite:  # no child (and no TensorFlow import) to skip it
+            log(f"{ref}: finished earlier, skipping ({done})")
+            summaries[ref] = read_json(done)
+            continue
         with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
             summaries[ref] = child.submit(_train_in_child, ref, cfg, data, run_dir, overwrite,
                                           tune, os.getpid()).result()
