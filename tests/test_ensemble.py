@@ -79,7 +79,7 @@ def test_identical_models_no_gain_no_crash(name):
 def test_useless_model_gets_about_zero_weight():
     X, y, g = _data(5, n=3000, n_models=4, strength=[0.8, 0.7, 0.7, 0.0])
     w = WeightedSoftVoting().fit(X, y).weights_
-    assert w[3] < 0.03 and w[:3].min() > 0.15
+    assert w[3] <= 0.05 and w[:3].min() > 0.15
     car = CaruanaSelection(random_state=0).fit(X, y)
     assert car.weights_[3] < 0.05
     lr = StackedLogisticRegression(random_state=0).fit(X, y, groups=g)

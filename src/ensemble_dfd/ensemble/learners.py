@@ -17,6 +17,7 @@ from ensemble_dfd.ensemble.base import (
     LogitMetaLearner,
     MetaLearnerError,
     calibrated_probs,
+    fit_affine,
     fit_calibration,
     prob_to_logit,
 )
@@ -94,41 +95,69 @@ class HardVoting(LogitMetaLearner):
         return {"weight": self.weights_}
 
 
-class WeightedSoftVoting(_WeightedProbabilities):
-    """Weighted mean of probabilities; weights on the simplex (non-negative, sum 1) minimise
-    log-loss on the fit data. A model that adds nothing gets (close to) zero weight."""
+class _PooledLogits(LogitMetaLearner):
+    """Base of the learners whose score is a rescaled weighted mean of the models' logits,
+    z = scale * sum_k w_k x_k + intercept, with w on the simplex (logarithmic opinion
+    pooling: the weighted geometric mean of the odds). Subclasses fit `weights_`, `scale_`
+    and `intercept_`.
 
-    def __init__(self, calibration: str | None = None, max_iter: int = 500, tol: float = 1e-9):
-        self.calibration = calibration
+    Pooling logits, not probabilities, with a fitted scale: with models whose errors are
+    independent the evidence adds up on the logit scale, while a mean of probabilities is
+    never more confident than its members; fitting weights to log-loss at a fixed scale
+    then rewards putting the weight on the few most confident models."""
+
+    def _decision(self, X):
+        if not hasattr(self, "scale_"):
+            raise MetaLearnerError(f"this {type(self).__name__} was saved by an older version "
+                                   "(it averaged probabilities); re-run the stack step")
+        return self.scale_ * (X @ self.weights_) + self.intercept_
+
+    def _pooled_table(self) -> dict:
+        return {"weight": self.weights_, "scale": self.scale_, "intercept": self.intercept_}
+
+
+class WeightedSoftVoting(_PooledLogits):
+    """Weighted mean of the models' logits with a scale and an intercept, all fit jointly by
+    maximum likelihood on the fit data: a logistic regression whose coefficients are held
+    non-negative (weights = coefficients / their sum, scale = their sum). A model that adds
+    nothing gets (close to) zero weight; `l2` (on the mean log-loss) only keeps the scale
+    finite when the classes are separable."""
+
+    def __init__(self, max_iter: int = 500, tol: float = 1e-10, l2: float = 1e-6):
         self.max_iter = max_iter
         self.tol = tol
+        self.l2 = l2
 
     def _fit(self, X, y, groups):
-        _check_calibration(self.calibration)
         if not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
             raise MetaLearnerError(f"max_iter must be a positive int, got {self.max_iter!r}")
-        self.calib_a_, self.calib_b_ = fit_calibration(X, y, self.calibration)
-        P = calibrated_probs(X, self.calib_a_, self.calib_b_)
-        m = P.shape[1]
+        if not float(self.l2) >= 0.0:
+            raise MetaLearnerError(f"l2 must be >= 0, got {self.l2!r}")
+        n, m = X.shape
+        yf = y.astype(np.float64)
+        # start at the equal-weight pool with its best scale and intercept
+        a0, b0, _ = fit_affine(X.mean(axis=1, keepdims=True), y)
+        start = np.r_[np.full(m, max(float(a0[0]), 0.0) / m), b0[0]]
+        A = np.column_stack([X, np.ones(n)])
+        pen = np.r_[np.full(m, float(self.l2)), 0.0]
 
-        def loss(w):
-            p = np.clip(P @ w, _PCLIP, 1 - _PCLIP)
-            g = (p - y) / (p * (1 - p))
-            return float(_mean_nll(p, y)), (P * g[:, None]).mean(axis=0)
+        def loss(theta):
+            z = A @ theta
+            g = A.T @ (sigmoid(z) - yf) / n + pen * theta
+            return float(np.mean(np.logaddexp(0.0, z) - yf * z) + 0.5 * pen @ theta**2), g
 
-        res = minimize(loss, np.full(m, 1.0 / m), jac=True, method="SLSQP",
-                       bounds=[(0.0, 1.0)] * m,
-                       constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0,
-                                     "jac": lambda w: np.ones_like(w)}],
-                       options={"maxiter": self.max_iter, "ftol": self.tol})
-        w = np.clip(res.x, 0.0, None)
-        self.weights_ = w / w.sum() if w.sum() > 0 else np.full(m, 1.0 / m)
-        self.loss_ = float(_mean_nll(P @ self.weights_, y))
+        res = minimize(loss, start, jac=True, method="L-BFGS-B",
+                       bounds=[(0.0, None)] * m + [(None, None)],
+                       options={"maxiter": self.max_iter, "ftol": self.tol, "gtol": 1e-8})
+        coef = np.clip(res.x[:m], 0.0, None)
+        self.scale_ = float(coef.sum())
+        self.weights_ = coef / self.scale_ if self.scale_ > 0 else np.full(m, 1.0 / m)
+        self.intercept_ = float(res.x[m])
+        self.loss_ = float(res.fun)
         self.n_iter_ = int(res.nit)
 
-
     def weight_table(self):
-        return self._with_calibration({"weight": self.weights_})
+        return self._pooled_table()
 
 
 def _with_ones(X: np.ndarray) -> np.ndarray:
@@ -234,21 +263,24 @@ class StackedLogisticRegression(LogitMetaLearner):
         return {"coef": self.coef_, "intercept": self.intercept_, "C": self.C_}
 
 
-class CaruanaSelection(_WeightedProbabilities):
-    """Greedy ensemble selection with replacement (Caruana et al., ICML 2004).
+class CaruanaSelection(_PooledLogits):
+    """Greedy ensemble selection with replacement (Caruana et al., ICML 2004) over the
+    models' logits.
 
     Starting from the `n_init` best single models (sorted initialisation), repeatedly add the
-    model (repeats allowed) whose inclusion most improves `metric` of the averaged
-    probability on the fit data; the weights are the selection counts. With `n_bags` > 1,
-    each bag selects from a random `bag_fraction` of the models and the counts are summed
-    (Caruana's bagged selection, which resists overfitting the fit data)."""
+    model (repeats allowed) whose inclusion most improves `metric` of the mean logit of the
+    selection; the weights are the selection counts. Each candidate is judged after its own
+    best scale and intercept (a Platt fit of the mean logit), so the metric rewards how well
+    the pool separates the classes, not how confident it happens to be; the final pool is
+    rescaled the same way. With `n_bags` > 1, each bag selects from a random
+    `bag_fraction` of the models and the counts are summed (Caruana's bagged selection,
+    which resists overfitting the fit data)."""
 
     def __init__(self, n_iter: int = 50, metric: str = "log_loss", n_init: int = 0,
-                 n_bags: int = 1, bag_fraction: float = 0.5, calibration: str | None = None,
-                 random_state=None):
+                 n_bags: int = 1, bag_fraction: float = 0.5, random_state=None):
         self.n_iter, self.metric, self.n_init = n_iter, metric, n_init
         self.n_bags, self.bag_fraction = n_bags, bag_fraction
-        self.calibration, self.random_state = calibration, random_state
+        self.random_state = random_state
 
     def _check_params(self) -> None:
         if self.metric not in ("log_loss", "accuracy"):
@@ -261,50 +293,51 @@ class CaruanaSelection(_WeightedProbabilities):
             raise MetaLearnerError(f"n_init must be an int >= 0, got {self.n_init!r}")
         if not 0.0 < float(self.bag_fraction) <= 1.0:
             raise MetaLearnerError(f"bag_fraction must be in (0, 1], got {self.bag_fraction!r}")
-        _check_calibration(self.calibration)
 
-    def _score(self, S: np.ndarray, t: int, y: np.ndarray) -> np.ndarray:
-        """Lower is better, for ensembles whose summed probability of the true class is S
-        over t members (columns of S are candidates). Accuracy ties go to log-loss."""
-        nll = np.log(t) - np.mean(np.log(np.maximum(S, _PCLIP * t)), axis=0)
+    def _score(self, Z: np.ndarray, y: np.ndarray, start: tuple[float, float] = (1.0, 0.0)
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Lower is better, for each column of Z (candidate pools' mean logits) after its
+        own best scale and intercept (Newton steps from `start`); also returns those.
+        Accuracy ties go to log-loss."""
+        a, b, nll = fit_affine(Z, y, start, tol=1e-6)
         if self.metric == "log_loss":
-            return nll
-        yy = (y[:, None] if S.ndim == 2 else y).astype(bool)
-        # Real iff P(Real) > 0.5: a real is right iff S > t/2, a fake iff S >= t/2
-        half = 0.5 * t
-        err = np.mean(np.where(yy, half >= S, half > S), axis=0)
-        return err + 1e-6 * nll / (1.0 + nll)
+            return nll, a, b
+        err = np.mean((Z * a + b > 0) != y[:, None].astype(bool), axis=0)
+        return err + 1e-6 * nll / (1.0 + nll), a, b
 
-    def _select(self, Q: np.ndarray, y: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, list]:
-        """Greedy selection on Q = each model's probability of the true class."""
-        counts = np.zeros(Q.shape[1], dtype=np.int64)
-        Qc = Q[:, cols]
-        total = np.zeros(Q.shape[0])
+    def _select(self, X: np.ndarray, y: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, list]:
+        """Greedy selection among the columns `cols` of X (logits)."""
+        counts = np.zeros(X.shape[1], dtype=np.int64)
+        Xc = X[:, cols]
+        total = np.zeros(X.shape[0])
         t = 0
         trajectory = []
+        start = (1.0, 0.0)  # the current pool's scale and intercept: near every candidate's
         if self.n_init:
-            best = np.argsort(self._score(Qc, 1, y), kind="stable")[: self.n_init]
-            for j in best:
+            score, a, b = self._score(Xc, y)
+            for j in np.argsort(score, kind="stable")[: self.n_init]:
                 counts[cols[j]] += 1
-                total += Qc[:, j]
+                total += Xc[:, j]
                 t += 1
-            trajectory.append(float(self._score(total, t, y)))
-        cand = np.empty_like(Qc)
+            score, a, b = self._score((total / t)[:, None], y)
+            trajectory.append(float(score[0]))
+            start = (float(a[0]), float(b[0]))
+        cand = np.empty_like(Xc)
         for _ in range(self.n_iter):
-            np.add(total[:, None], Qc, out=cand)
-            j = int(np.argmin(self._score(cand, t + 1, y)))
+            np.add(total[:, None], Xc, out=cand)
+            cand /= t + 1
+            score, a, b = self._score(cand, y, start)
+            j = int(np.argmin(score))
             counts[cols[j]] += 1
-            total += Qc[:, j]
+            total += Xc[:, j]
             t += 1
-            trajectory.append(float(self._score(total, t, y)))
+            trajectory.append(float(score[j]))
+            start = (float(a[j]), float(b[j]))
         return counts, trajectory
 
     def _fit(self, X, y, groups):
         self._check_params()
-        self.calib_a_, self.calib_b_ = fit_calibration(X, y, self.calibration)
-        P = calibrated_probs(X, self.calib_a_, self.calib_b_)
-        Q = np.where(y[:, None] == 1, P, 1.0 - P)
-        m = P.shape[1]
+        m = X.shape[1]
         rng = np.random.default_rng(self.random_state)
         counts = np.zeros(m, dtype=np.int64)
         self.trajectories_ = []
@@ -314,13 +347,13 @@ class CaruanaSelection(_WeightedProbabilities):
             else:
                 size = max(1, int(round(self.bag_fraction * m)))
                 cols = np.sort(rng.choice(m, size=size, replace=False))
-            c, traj = self._select(Q, y, cols)
+            c, traj = self._select(X, y, cols)
             counts += c
             self.trajectories_.append(traj)
         self.counts_ = counts
         self.weights_ = counts / counts.sum()
-
+        a, b, _ = fit_affine((X @ self.weights_)[:, None], y)
+        self.scale_, self.intercept_ = float(a[0]), float(b[0])
 
     def weight_table(self):
-        return self._with_calibration({"count": self.counts_.astype(float),
-                                       "weight": self.weights_})
+        return {"count": self.counts_.astype(float), **self._pooled_table()}
