@@ -6,7 +6,9 @@ Reads RUN_DIR/logits.parquet, RUN_DIR/images.parquet (image properties, written 
 and RUN_DIR/stack/ (thresholds, best single model, meta-learners). The intervention study
 needs the images and the trained models: store paths are `<dataset folder>/<relative
 path>`, so give each dataset folder (or a folder holding several) with --data.
-Everything is written into a temporary folder and renamed into place. TensorFlow is loaded
+`--logits TABLE --out DIR` reports on logits from elsewhere (see `ensemble_dfd.stack`),
+without the degradation study. Everything is written into a temporary folder and renamed
+into place. TensorFlow is loaded
 only by the intervention study.
 """
 
@@ -25,6 +27,7 @@ from ensemble_dfd.analysis import attribution as A
 from ensemble_dfd.analysis import disagreement as D
 from ensemble_dfd.analysis import intervention as IV
 from ensemble_dfd.analysis.report_analysis import (
+    PROPERTIES,
     SplitResult,
     analyse_split,
     intervention_findings,
@@ -34,13 +37,14 @@ from ensemble_dfd.analysis.report_analysis import (
 from ensemble_dfd.cli_common import run_main, say_done
 from ensemble_dfd.errors import UserError
 from ensemble_dfd.logits import LogitMatrix, StoreError, logit_matrix, model_sort_key, read_store
+from ensemble_dfd.logits_table import import_for_command
 from ensemble_dfd.reports.report_page import (
     build_html,
     make_thumbnails,
     write_intervention,
     write_split,
 )
-from ensemble_dfd.rundir import FIT_SPLIT, Run
+from ensemble_dfd.rundir import FIT_SPLIT, REPORT_DIR, Run
 from ensemble_dfd.runio import environment, guard_overwrite, staged_dir, write_json
 
 
@@ -63,7 +67,18 @@ def _warn(msg: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ensemble_dfd.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, type=Path, help="run folder with logits.parquet")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=Path, help="run folder with logits.parquet")
+    src.add_argument("--logits", type=Path, metavar="TABLE",
+                     help="logits from elsewhere (CSV or parquet: model, split, path, label, "
+                          "logit; optional run, group, source), imported into --out as a run "
+                          "folder; no degradation study (it needs the images and models)")
+    p.add_argument("--out", type=Path, help="with --logits: the run folder to write (run "
+                   "`python -m ensemble_dfd.stack --logits TABLE --out DIR` first for the "
+                   "comparison)")
+    p.add_argument("--fit-split", default=FIT_SPLIT,
+                   help="with --logits: the table's split the meta-learners are fit on "
+                        f"(stored as '{FIT_SPLIT}'; default %(default)s)")
     p.add_argument("--data", type=Path, action="append", default=[],
                    help="dataset folder (or a folder holding dataset folders); repeatable. "
                         "Store paths <name>/<rel> match a folder named <name>")
@@ -260,24 +275,53 @@ def write_report(folder: Path, args: argparse.Namespace, inp: Inputs,
         "n_hard": {r.split: len(r.hard) for r in results},
         "intervention": {"splits": inp.inter_splits, "limit": args.intervention_limit,
                          "steps": [vars(s) for s in inp.steps]},
-        "findings": findings, "seconds": round(seconds, 2)})
+        "findings": findings, "skipped": [f for f in findings if f.startswith("Skipped ")],
+        "seconds": round(seconds, 2)})
     write_json(folder / "env.json", environment({"command": command.split()}))
+
+
+def _imported_run(args: argparse.Namespace) -> list[str]:
+    """With --logits: import the table into --out (args.run becomes it) and skip the
+    degradation study; returns what is skipped and why."""
+    if args.logits is None:
+        if args.out is not None or args.fit_split != FIT_SPLIT:
+            raise ReportError("--out and --fit-split go with --logits")
+        return []
+    args.run = import_for_command(args.logits, args.out, args.fit_split, args.overwrite,
+                                  REPORT_DIR, "report")
+    args.no_intervention = True
+    return ["the degradation (blur/size/JPEG intervention) study: a logits table comes "
+            "without the images and trained models it re-scores"]
+
+
+def _skipped_attribution(inp: Inputs) -> list[str]:
+    img = inp.images
+    if img is not None and any(c in img.columns and img[c].notna().any()
+                               for c in PROPERTIES):
+        return []
+    return ["the blur/size attribution: the per-image table has no image properties "
+            f"({', '.join(PROPERTIES)})"]
 
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
     t0 = time.time()
+    skipped = _imported_run(args)
     rd = Run(args.run)
     if not rd.path.is_dir():
         raise ReportError(f"{rd.path}: no such run folder")
     guard_overwrite(rd.report_dir, args.overwrite, "report")  # fail before any work
     _check_args(args)
     inp = load_inputs(args, rd)
+    skipped += _skipped_attribution(inp)
+    for what in skipped:
+        _log(f"skipped {what}")
     plan_images(args, inp)  # everything the intervention and thumbnails need, checked first
     results = analyse(args, inp)
     inter = intervene(args, inp)
     findings = [f for r in results for f in r.findings]
     if inter is not None:
         findings += intervention_findings(inter, inp.best, inp.primary)
+    findings += [f"Skipped {what}." for what in skipped]
     command = "python -m ensemble_dfd.report " + " ".join(
         argv if argv is not None else sys.argv[1:])
     with staged_dir(rd.report_dir, args.overwrite, "report") as tmp:

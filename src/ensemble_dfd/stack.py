@@ -8,6 +8,10 @@ metrics_ci_<split>.png, learners/<name>.joblib with a JSON sidecar, stack.json, 
 Rows of split `validation_oof` use out-of-fold predictions (folds grouped by video), so no
 learner is ever scored on rows it was fit on. Everything is built in a temporary folder and
 renamed into place, so an error leaves no partial output. No TensorFlow here.
+
+`python -m ensemble_dfd.stack --logits TABLE --out DIR`: the same on logits from elsewhere
+(a CSV or parquet table: model, split, path, label, logit; optional run, group, source),
+first imported into DIR as a run folder (DIR/logits.parquet, DIR/images.parquet).
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from ensemble_dfd.cli_common import run_main, say_done
 from ensemble_dfd.comparison import StackError, compare, load_groups, warn_shared_groups
 from ensemble_dfd.ensemble import META_LEARNERS
 from ensemble_dfd.logits import StoreError, logit_matrix, model_sort_key, read_store
+from ensemble_dfd.logits_table import import_for_command
 from ensemble_dfd.reports.comparison import write_stack
-from ensemble_dfd.rundir import FIT_SPLIT, OOF_SPLIT, Run
+from ensemble_dfd.rundir import FIT_SPLIT, OOF_SPLIT, STACK_DIR, Run
 from ensemble_dfd.runio import guard_overwrite, staged_dir
 
 
@@ -41,7 +46,16 @@ def _log(msg: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ensemble_dfd.stack", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, type=Path, help="run folder with logits.parquet")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=Path, help="run folder with logits.parquet")
+    src.add_argument("--logits", type=Path, metavar="TABLE",
+                     help="logits from elsewhere: a CSV or parquet table with columns model, "
+                          "split, path, label, logit (optional run, group, source); imported "
+                          "into --out as a run folder (see README, 'Bring your own logits')")
+    p.add_argument("--out", type=Path, help="with --logits: the run folder to write")
+    p.add_argument("--fit-split", default=FIT_SPLIT,
+                   help="with --logits: the table's split the meta-learners are fit on "
+                        f"(stored as '{FIT_SPLIT}'; default %(default)s)")
     p.add_argument("--models", help="comma-separated model refs (default: all in the store)")
     p.add_argument("--learners", help="comma-separated meta-learners (default: all: "
                    + ", ".join(META_LEARNERS) + ")")
@@ -74,6 +88,12 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> pd.DataFrame
         raise StackError("--bootstrap must be >= 0")
     if args.folds < 2:
         raise StackError("--folds must be >= 2")
+    if args.logits is not None:
+        args.run = import_for_command(args.logits, args.out, args.fit_split, args.overwrite,
+                                      STACK_DIR, "stack comparison")
+    elif args.out is not None or args.fit_split != FIT_SPLIT:
+        raise StackError("--out and --fit-split go with --logits (a run folder's fit split is "
+                         f"'{FIT_SPLIT}')")
     rd = Run(args.run)
     guard_overwrite(rd.stack_dir, args.overwrite, "stack comparison")  # fail before any work
     learners = _split_list(args.learners) or list(META_LEARNERS)

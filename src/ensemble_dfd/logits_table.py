@@ -1,0 +1,243 @@
+"""Bring-your-own logits: a table of logits from any detector, turned into a minimal run
+folder that `stack` and `report` read like any other.
+
+The table (CSV or parquet) has one row per (model, split, image): columns `model, split,
+path, label, logit` (label 1 = Real, 0 = Fake; logit > 0 means Real), optionally `run`
+(default: the table's file name), `group` (the video or other unit that CIs and folds keep
+together; default: the path), `source` (manipulation or origin, for per-source rows) and
+`video`. Importing writes OUT/logits.parquet, OUT/images.parquet (split, path, label,
+group, source) and OUT/imported.json (the table's checksum and the split mapping); the
+split the meta-learners are fit on is stored under the name `validation`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ensemble_dfd.logits import IMAGES_FILE, LOGIT_COLUMNS, LOGITS_FILE, StoreError, sort_store
+from ensemble_dfd.logits import validate as validate_store
+from ensemble_dfd.rundir import CONFIG_FILE, FIT_SPLIT, OOF_SPLIT
+from ensemble_dfd.runio import atomic_write, guard_overwrite, sha256_file, write_json
+
+REQUIRED = ("model", "split", "path", "label", "logit")
+OPTIONAL = ("run", "group", "source", "video")
+IMPORTED_FILE = "imported.json"
+
+
+class LogitsTableError(StoreError):
+    """A logits table that cannot be imported (the message names the file and the row)."""
+
+
+@dataclass(frozen=True)
+class ImportedTable:
+    """A checked table as a logits store and its per-image table, ready to write."""
+
+    logits: pd.DataFrame
+    images: pd.DataFrame
+    info: dict[str, Any]
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """The raw table: `.csv` (optionally `.csv.gz`) or `.parquet`/`.pq`."""
+    path = Path(path)
+    if not path.is_file():
+        raise LogitsTableError(f"{path}: no such file")
+    name = path.name.lower()
+    text_cols = {c: str for c in ("model", "split", "path", *OPTIONAL)}
+    try:
+        if name.endswith((".csv", ".csv.gz")):
+            return pd.read_csv(path, dtype=text_cols, keep_default_na=False,
+                               na_values={"label": ["", "NA", "NaN", "nan"],
+                                          "logit": ["", "NA", "NaN", "nan"]})
+        if name.endswith((".parquet", ".pq")):
+            return pd.read_parquet(path)
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        kind = "CSV" if ".csv" in name else "parquet"
+        raise LogitsTableError(f"{path}: cannot be read as {kind}: {exc}") from None
+    raise LogitsTableError(f"{path}: unknown table format (expected a .csv or .parquet file)")
+
+
+def _row(df: pd.DataFrame, mask: np.ndarray | pd.Series, csv: bool) -> str:
+    """'row N' of the first masked row (the CSV line number for CSV files)."""
+    i = int(np.flatnonzero(np.asarray(mask))[0])
+    return f"line {i + 2}" if csv else f"row {i}"
+
+
+def _show(v: Any) -> str:
+    """A cell as the user wrote it: text quoted, numbers plain."""
+    return repr(v) if isinstance(v, str) else str(v.item() if isinstance(v, np.generic) else v)
+
+
+def _check_columns(df: pd.DataFrame, where: str, csv: bool) -> pd.DataFrame:
+    """Required columns present, text columns filled, labels 0/1, logits finite."""
+    if df.empty:
+        raise LogitsTableError(f"{where}: the table has no rows")
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise LogitsTableError(f"{where}: missing column(s) {', '.join(missing)} (has: "
+                               f"{', '.join(map(str, df.columns))}; needs {', '.join(REQUIRED)}"
+                               f", optionally {', '.join(OPTIONAL)})")
+    df = df.reset_index(drop=True)
+    for c in ("model", "split", "path", *[c for c in OPTIONAL if c in df.columns]):
+        empty = df[c].isna() | (df[c].astype(str).str.strip() == "")
+        if c in ("model", "split", "path") and empty.any():
+            raise LogitsTableError(f"{where}: {int(empty.sum())} empty value(s) in column {c}, "
+                                   f"first at {_row(df, empty, csv)}")
+        df[c] = df[c].where(~empty, None).astype(object)
+    label = pd.to_numeric(df["label"], errors="coerce")
+    bad = ~label.isin([0, 1])
+    if bad.any():
+        first = df["label"][bad].iloc[0]
+        raise LogitsTableError(f"{where}: column label must be 0 (Fake) or 1 (Real); "
+                               f"{int(bad.sum())} row(s) are not, first {_show(first)} at "
+                               f"{_row(df, bad, csv)}")
+    logit = pd.to_numeric(df["logit"], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(logit)
+    if bad.any():
+        r = df[bad].iloc[0]
+        raise LogitsTableError(f"{where}: {int(bad.sum())} logit(s) are missing, NaN, infinite "
+                               f"or not numbers, first {_show(r['logit'])} at {_row(df, bad, csv)} "
+                               f"(model {r['model']}, split {r['split']}, path {r['path']})")
+    return df.assign(label=label.astype(np.int64), logit=logit)
+
+
+def _check_rows(df: pd.DataFrame, where: str, csv: bool) -> None:
+    """No duplicate rows, one label (and group) per image, and in every split every model
+    scored exactly the same images."""
+    dup = df.duplicated(["model", "split", "path"])
+    if dup.any():
+        r = df[dup].iloc[0]
+        raise LogitsTableError(f"{where}: {int(dup.sum())} duplicate (model, split, path) "
+                               f"row(s), first at {_row(df, dup, csv)}: model {r['model']}, "
+                               f"split {r['split']}, path {r['path']}")
+    for col in ("label", "group", "source", "video"):
+        if col not in df.columns:
+            continue
+        n = df.groupby(["split", "path"], sort=False)[col].nunique(dropna=False)
+        if (n > 1).any():
+            split, path = n[n > 1].index[0]
+            raise LogitsTableError(f"{where}: image {path} of split {split} has different "
+                                   f"{col} values in different rows ({int((n > 1).sum())} "
+                                   "image(s) like this)")
+    models = list(dict.fromkeys(df["model"]))
+    for split, part in df.groupby("split", sort=False):
+        every = set(part["path"])
+        for m in models:
+            have = set(part.loc[part["model"] == m, "path"])
+            if not have:
+                raise LogitsTableError(f"{where}: model {m} has no rows for split {split} "
+                                       f"(every model must score every image of every split)")
+            if have != every:
+                lack = sorted(every - have)
+                raise LogitsTableError(f"{where}: model {m} lacks {len(lack)} of the "
+                                       f"{len(every)} images of split {split}, e.g. {lack[:3]} "
+                                       "(every model must score every image of every split)")
+
+
+def _fit_split_mapping(splits: list[str], fit_split: str, where: str) -> dict[str, str]:
+    """Table split -> stored split: the fit split becomes `validation`."""
+    if fit_split not in splits:
+        raise LogitsTableError(
+            f"{where}: no '{fit_split}' split to fit the meta-learners on (splits: "
+            f"{', '.join(splits)}); name the split to fit on with --fit-split")
+    if OOF_SPLIT in splits:
+        raise LogitsTableError(f"{where}: split name '{OOF_SPLIT}' is reserved for "
+                               "out-of-fold scores; rename that split")
+    if fit_split != FIT_SPLIT and FIT_SPLIT in splits:
+        raise LogitsTableError(
+            f"{where}: --fit-split {fit_split} is stored as '{FIT_SPLIT}', but the table "
+            f"already has a split named '{FIT_SPLIT}'; rename one of them")
+    return {s: (FIT_SPLIT if s == fit_split else s) for s in splits}
+
+
+def check_table(raw: pd.DataFrame, where: str, fit_split: str = FIT_SPLIT,
+                csv: bool = False, default_run: str = "imported") -> ImportedTable:
+    """A raw table as a logits store plus per-image table, or a LogitsTableError."""
+    df = _check_columns(raw, where, csv)
+    _check_rows(df, where, csv)
+    splits = list(dict.fromkeys(df["split"]))
+    mapping = _fit_split_mapping(splits, fit_split, where)
+    fit_labels = set(df.loc[df["split"] == fit_split, "label"])
+    if len(fit_labels) < 2:
+        only = "Real" if 1 in fit_labels else "Fake"
+        raise LogitsTableError(f"{where}: split {fit_split} (the fit split) holds only {only} "
+                               "images; the meta-learners need both Real and Fake images")
+    df["split"] = df["split"].map(mapping)
+    run = df["run"].fillna(default_run) if "run" in df.columns else default_run
+    logits = sort_store(df.assign(run=run)[LOGIT_COLUMNS])
+    img = df.drop_duplicates(["split", "path"]).copy()
+    img["group"] = (img["group"].fillna(img["path"]) if "group" in img.columns
+                    else img["path"])
+    img["source"] = img["source"].fillna("") if "source" in img.columns else ""
+    cols = ["split", "path", "label", "source", "group", *(["video"] if "video" in img else [])]
+    images = img[cols].sort_values(["split", "path"], kind="stable").reset_index(drop=True)
+    info = {"table": where, "fit_split": fit_split, "splits": mapping,
+            "models": list(dict.fromkeys(df["model"])), "rows": int(len(df)),
+            "images": int(len(images)), "defaults": {
+                "run": "run" not in raw.columns, "group": "group" not in raw.columns,
+                "source": "source" not in raw.columns}}
+    return ImportedTable(logits, images, info)
+
+
+def load_table(path: str | Path, fit_split: str = FIT_SPLIT) -> ImportedTable:
+    """Read and check a logits table (nothing is written)."""
+    path = Path(path)
+    imported = check_table(read_table(path), str(path), fit_split,
+                           csv=".csv" in path.name.lower(),
+                           default_run=path.name.split(".")[0] or "imported")
+    imported.info["sha256"] = sha256_file(path)
+    return imported
+
+
+def write_run(imported: ImportedTable, out: str | Path, overwrite: bool = False) -> bool:
+    """Write the run folder OUT (logits.parquet, images.parquet, imported.json). An OUT
+    already imported from the same table (same checksum and fit split) is left as it is;
+    returns whether anything was written."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LogitsTableError(f"--out {out}: exists and is not a folder")
+    if (out / CONFIG_FILE).is_file():
+        raise LogitsTableError(f"--out {out}: is a trained run folder ({CONFIG_FILE}); "
+                               "import a logits table into a folder of its own")
+    before = _previous_import(out)
+    same = {k: before.get(k) for k in ("sha256", "fit_split")} == {
+        k: imported.info.get(k) for k in ("sha256", "fit_split")}
+    if (out / LOGITS_FILE).is_file():
+        if same and (out / IMAGES_FILE).is_file():
+            return False
+        if not overwrite:
+            raise LogitsTableError(
+                f"--out {out}: already holds {LOGITS_FILE} from "
+                f"{before.get('table', 'elsewhere')}, not from this table; pass --overwrite "
+                "to replace it (and what was computed from it) or choose another --out")
+    validate_store(imported.logits, str(out / LOGITS_FILE))
+    atomic_write(out / LOGITS_FILE, lambda p: imported.logits.to_parquet(p, index=False))
+    atomic_write(out / IMAGES_FILE, lambda p: imported.images.to_parquet(p, index=False))
+    write_json(out / IMPORTED_FILE, imported.info)
+    return True
+
+
+def _previous_import(out: Path) -> dict[str, Any]:
+    path = out / IMPORTED_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def import_for_command(table: Path, out: Path | None, fit_split: str, overwrite: bool,
+                       output: str, what: str) -> Path:
+    """Check `table`, refuse early if OUT/`output` (the command's own folder) exists without
+    --overwrite, then write the run folder; returns OUT for the command to run on."""
+    if out is None:
+        raise LogitsTableError("--logits needs --out DIR (the folder to write the run into)")
+    imported = load_table(table, fit_split)
+    guard_overwrite(Path(out) / output, overwrite, what)
+    write_run(imported, out, overwrite)
+    return Path(out)
