@@ -173,3 +173,21 @@ def test_refuses_to_import_into_a_trained_run(tmp_path):
     imported = check_table(_table(fit="validation"), "t")
     with pytest.raises(LogitsTableError, match="trained run folder"):
         write_run(imported, tmp_path)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_example_is_the_file_and_runs(tmp_path):
+    example = ROOT / "examples" / "byo_logits.csv"
+    lines = example.read_text().splitlines()
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```csv\n", 1)[1].split("```", 1)[0].splitlines()
+    shown = [x for x in block if x != "..."]
+    assert shown[:5] == lines[:5] and shown[-1] == lines[-1]
+    assert len(lines) == 41  # header + 40 rows, as the README says
+    out = tmp_path / "byo_run"
+    assert stack.main(["--logits", str(example), "--out", str(out), "--bootstrap", "0"]) == 0
+    df = pd.read_csv(out / "stack" / "comparison.csv")
+    assert set(df.loc[df.split == "test", "n"]) == {8}
+    assert set(df.loc[df.split == "test", "n_groups"]) == {4}
