@@ -191,3 +191,14 @@ def test_readme_example_is_the_file_and_runs(tmp_path):
     df = pd.read_csv(out / "stack" / "comparison.csv")
     assert set(df.loc[df.split == "test", "n"]) == {8}
     assert set(df.loc[df.split == "test", "n_groups"]) == {4}
+
+
+def test_report_refuses_a_stack_computed_from_another_table(byo, tmp_path, capsys):
+    _, out = byo
+    other = tmp_path / "other.csv"
+    _table(seed=3).to_csv(other, index=False)
+    before = (out / "logits.parquet").read_bytes()
+    assert report.main(["--logits", str(other), "--out", str(out), "--fit-split", "val",
+                        "--overwrite"]) == 2
+    assert "computed from another table" in capsys.readouterr().err
+    assert (out / "logits.parquet").read_bytes() == before

@@ -22,7 +22,7 @@ import pandas as pd
 
 from ensemble_dfd.logits import IMAGES_FILE, LOGIT_COLUMNS, LOGITS_FILE, StoreError, sort_store
 from ensemble_dfd.logits import validate as validate_store
-from ensemble_dfd.rundir import CONFIG_FILE, FIT_SPLIT, OOF_SPLIT
+from ensemble_dfd.rundir import CONFIG_FILE, FIT_SPLIT, OOF_SPLIT, STACK_DIR
 from ensemble_dfd.runio import atomic_write, guard_overwrite, sha256_file, write_json
 
 REQUIRED = ("model", "split", "path", "label", "logit")
@@ -195,6 +195,15 @@ def load_table(path: str | Path, fit_split: str = FIT_SPLIT) -> ImportedTable:
     return imported
 
 
+def is_current(imported: ImportedTable, out: str | Path) -> bool:
+    """OUT already holds this table's import (same checksum and fit split)."""
+    out = Path(out)
+    before = _previous_import(out)
+    keys = ("sha256", "fit_split")
+    return ((out / LOGITS_FILE).is_file() and (out / IMAGES_FILE).is_file()
+            and all(k in before and before[k] == imported.info.get(k) for k in keys))
+
+
 def write_run(imported: ImportedTable, out: str | Path, overwrite: bool = False) -> bool:
     """Write the run folder OUT (logits.parquet, images.parquet, imported.json). An OUT
     already imported from the same table (same checksum and fit split) is left as it is;
@@ -205,17 +214,13 @@ def write_run(imported: ImportedTable, out: str | Path, overwrite: bool = False)
     if (out / CONFIG_FILE).is_file():
         raise LogitsTableError(f"--out {out}: is a trained run folder ({CONFIG_FILE}); "
                                "import a logits table into a folder of its own")
-    before = _previous_import(out)
-    same = {k: before.get(k) for k in ("sha256", "fit_split")} == {
-        k: imported.info.get(k) for k in ("sha256", "fit_split")}
-    if (out / LOGITS_FILE).is_file():
-        if same and (out / IMAGES_FILE).is_file():
-            return False
-        if not overwrite:
-            raise LogitsTableError(
-                f"--out {out}: already holds {LOGITS_FILE} from "
-                f"{before.get('table', 'elsewhere')}, not from this table; pass --overwrite "
-                "to replace it (and what was computed from it) or choose another --out")
+    if is_current(imported, out):
+        return False
+    if (out / LOGITS_FILE).is_file() and not overwrite:
+        raise LogitsTableError(
+            f"--out {out}: already holds {LOGITS_FILE} from "
+            f"{_previous_import(out).get('table', 'elsewhere')}, not from this table; pass "
+            "--overwrite to replace it (and what was computed from it) or choose another --out")
     validate_store(imported.logits, str(out / LOGITS_FILE))
     atomic_write(out / LOGITS_FILE, lambda p: imported.logits.to_parquet(p, index=False))
     atomic_write(out / IMAGES_FILE, lambda p: imported.images.to_parquet(p, index=False))
@@ -237,7 +242,12 @@ def import_for_command(table: Path, out: Path | None, fit_split: str, overwrite:
     --overwrite, then write the run folder; returns OUT for the command to run on."""
     if out is None:
         raise LogitsTableError("--logits needs --out DIR (the folder to write the run into)")
+    out = Path(out)
     imported = load_table(table, fit_split)
-    guard_overwrite(Path(out) / output, overwrite, what)
+    guard_overwrite(out / output, overwrite, what)
+    if output != STACK_DIR and (out / STACK_DIR).is_dir() and not is_current(imported, out):
+        raise LogitsTableError(
+            f"--out {out}: its {STACK_DIR}/ was computed from another table; run "
+            f"`python -m ensemble_dfd.stack --logits {table} --out {out} --overwrite` first")
     write_run(imported, out, overwrite)
-    return Path(out)
+    return out
