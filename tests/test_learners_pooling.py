@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 
 from ensemble_dfd import metrics as M
-from ensemble_dfd.ensemble import CaruanaSelection, WeightedSoftVoting, make_meta_learner
+from ensemble_dfd.ensemble import (
+    CaruanaSelection,
+    MetaLearnerError,
+    WeightedSoftVoting,
+    make_meta_learner,
+)
 from ensemble_dfd.ensemble.saved import load_meta_learner, save_meta_learner
 from ensemble_dfd.synthetic_logits import make_matrix
 
@@ -83,3 +88,11 @@ def test_saved_form_round_trips(name, tmp_path):
     table = est.weight_table()
     assert {"weight", "scale", "intercept"} <= set(table)
     assert np.ndim(table["scale"]) == 0 and np.ndim(table["weight"]) == 1
+
+
+def test_a_learner_pickled_by_the_old_version_is_refused_clearly():
+    (X, y, _), _ = _pair(SIMILAR, 8, n=300)
+    est = WeightedSoftVoting().fit(X, y)
+    del est.scale_  # what an unpickled pre-pooling (probability-averaging) learner lacks
+    with pytest.raises(MetaLearnerError, match="older version.*re-run the stack"):
+        est.decision_function(X)

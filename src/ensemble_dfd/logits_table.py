@@ -89,7 +89,7 @@ def _check_columns(df: pd.DataFrame, where: str, csv: bool) -> pd.DataFrame:
         if c in ("model", "split", "path") and empty.any():
             raise LogitsTableError(f"{where}: {int(empty.sum())} empty value(s) in column {c}, "
                                    f"first at {_row(df, empty, csv)}")
-        df[c] = df[c].where(~empty, None).astype(object)
+        df[c] = df[c].astype(str).where(~empty, None).astype(object)
     label = pd.to_numeric(df["label"], errors="coerce")
     bad = ~label.isin([0, 1])
     if bad.any():

@@ -25,20 +25,10 @@ from ensemble_dfd.ensemble.cv import grouped_folds
 from ensemble_dfd.logistic import newton_logistic
 from ensemble_dfd.metrics import sigmoid
 
-_PCLIP = 1e-12
-
 
 def _check_calibration(value) -> None:
     if value not in CALIBRATIONS:
         raise MetaLearnerError(f"calibration must be one of {CALIBRATIONS}, got {value!r}")
-
-
-def _mean_nll(p: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Log-loss of each column of p (n x k) against y (n,)."""
-    yy = (y[:, None] if p.ndim == 2 else y).astype(bool)
-    # one log per entry (of the probability given to the true class), not two
-    q = np.clip(np.where(yy, p, 1.0 - p), _PCLIP, None)
-    return -np.mean(np.log(q), axis=0)
 
 
 class _WeightedProbabilities(LogitMetaLearner):
