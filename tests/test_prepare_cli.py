@@ -91,8 +91,11 @@ def test_all_end_to_end_with_bad_inputs(tmp_path, videos, fake_detector, capsys)
     by_video = df.assign(video=[Path(p).name.split("F")[0][:-2] for p in df["path"]])
     assert set(by_video.loc[by_video["label"] == 1, "video"]) == {"r1", "r3"}
     manifest = pd.read_csv(out / "manifest.csv", dtype=str)
-    assert list(manifest.columns) == ["path", "split", "label", "source", "group", "width",
-                                      "height", "sha256"]
+    assert list(manifest.columns) == ["path", "split", "label", "source", "group", "video",
+                                      "width", "height", "sha256"]
+    videos = dict(zip(manifest["path"].map(lambda p: Path(p).name), manifest["video"],
+                      strict=True))
+    assert videos["r1_x10F.jpg"] == "r1_x" and videos["r110F.jpg"] == "r1"
     assert set(manifest["label"]) == {"Real", "Fake"}
     groups = dict(zip(manifest["path"].map(lambda p: Path(p).name), manifest["group"],
                       strict=True))
