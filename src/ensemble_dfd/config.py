@@ -134,31 +134,41 @@ class RunConfig:
     evaluate: dict[str, EvalSet] = field(default_factory=dict)  # split name -> set
 
 
-def _coerce(cls: type, name: str, value: Any) -> Any:
-    """Convert TOML values to the field's declared type (lists to tuples, ints to floats)."""
+def _coerce(cls: type, name: str, value: Any, key: str = "") -> Any:
+    """Convert TOML values to the field's declared type (lists to tuples, ints to floats);
+    a value that cannot be converted is a ConfigError naming ``key`` (the dotted key)."""
+    key = key or f"{cls.__name__}.{name}"
     ftype = {f.name: f.type for f in fields(cls)}[name]
     ftype = str(ftype)
-    if ftype.startswith("tuple"):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{cls.__name__}.{name}: expected a list, got {value!r}")
-        return tuple(float(v) if "float" in ftype else v for v in value)
-    if ftype == "float":
-        return float(value)
-    if ftype == "int":
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ConfigError(f"{cls.__name__}.{name}: expected an integer, got {value!r}")
-        return int(value)
+    try:
+        if ftype.startswith("tuple"):
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list | tuple):
+                raise ConfigError(f"'{key}': expected a list, got {value!r}")
+            return tuple(float(v) if "float" in ftype else v for v in value)
+        if ftype == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if ftype == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ConfigError(f"'{key}': expected an integer, got {value!r}")
+            return int(value)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"'{key}': expected {'a number' if ftype != 'int' else 'an integer'}"
+                          f", got {value!r}") from None
     if ftype == "bool":
         if isinstance(value, str):
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ConfigError(f"{cls.__name__}.{name}: expected true/false, got {value!r}")
+                raise ConfigError(f"'{key}': expected true/false, got {value!r}")
             return value.lower() in ("true", "1", "yes")
         return bool(value)
     if ftype.startswith("dict"):
         if not isinstance(value, dict):
-            raise ConfigError(f"{cls.__name__}.{name}: expected a table, got {value!r}")
+            raise ConfigError(f"'{key}': expected a table, got {value!r}")
         return dict(value)
     return value if not isinstance(value, int | float) or ftype != "str" else str(value)
 
@@ -179,7 +189,7 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
                 raise ConfigError(f"'{where}{key}' must be a table")
             kwargs[key] = _build(sub_cls, value, f"{where}{key}.")
         else:
-            kwargs[key] = _coerce(cls, key, value)
+            kwargs[key] = _coerce(cls, key, value, f"{where}{key}")
     return cls(**kwargs)
 
 
