@@ -168,6 +168,7 @@ def test_videos_without_faces_produce_nothing(tmp_path, capsys) -> None:
     (["--every", "0"], "--every"),
     (["--detector", "haar"], "detector"),
     (["--margin", "-1"], "margin"),
+    (["--frames-per-video", "4"], "--frames-per-video: not allowed with argument --every"),
 ])
 def test_bad_arguments(tmp_path, videos, capsys, extra: list[str], message: str) -> None:
     d, labels = videos
@@ -207,6 +208,32 @@ def test_frames_then_faces(tmp_path, videos, fake_detector) -> None:
     log = pd.read_csv(out2 / "face_log.csv", dtype={"video": str}).set_index("video")
     assert log.loc["r1", "faces_saved"] == 6  # frames 5..20 one face each, frame 25 two
     assert (out2 / "frames.csv").is_file()
+
+
+def test_frames_per_video(tmp_path, videos, fake_detector) -> None:
+    """--frames-per-video 4 on 30-frame videos: frames 0, 10, 19, 29 (uniform), counted in
+    the face log; from the config file too, where a typed --every wins over it."""
+    d, labels = videos
+    out = tmp_path / "faces"
+    base = ["faces", "--videos", str(d), "--labels", str(labels), "--workers", "1"]
+    assert main([*base, "--out", str(out), "--frames-per-video", "4"]) == 0
+    log = pd.read_csv(out / "face_log.csv", dtype={"video": str}).set_index("video")
+    assert log.loc["r1", ["frames_read", "frames_kept"]].tolist() == [30, 4]
+    # frame 0 is dark (no face), 29 is bright (two faces: dropped), 10 and 19 give one each
+    assert log.loc["r1", ["faces_saved", "dropped_no_face", "dropped_multi_face"]].tolist() == [
+        2, 1, 1]
+    faces = pd.read_csv(out / "faces.csv", dtype={"video": str})
+    assert sorted(faces.loc[faces["video"] == "r1", "frame_index"]) == [10, 19]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[prepare]\nframes_per_video = 4\nevery = 10\n")
+    out2 = tmp_path / "faces2"
+    assert main([*base, "--out", str(out2), "--config", str(cfg)]) == 0
+    log = pd.read_csv(out2 / "face_log.csv", dtype={"video": str}).set_index("video")
+    assert log.loc["r1", "frames_kept"] == 4
+    out3 = tmp_path / "faces3"
+    assert main([*base, "--out", str(out3), "--config", str(cfg), "--every", "10"]) == 0
+    log = pd.read_csv(out3 / "face_log.csv", dtype={"video": str}).set_index("video")
+    assert log.loc["r1", "frames_kept"] == 3  # 0, 10, 20
 
 
 def _flat_images(tmp_path: Path) -> tuple[Path, Path]:
