@@ -208,6 +208,33 @@ def test_evaluation_inputs_are_checked_before_any_step(tmp_path, monkeypatch, ca
     assert steps.calls == []
 
 
+def test_real_finished_run_gains_an_evaluation_set(tiny_run, synthetic_dataset, tmp_path):
+    """The trained tiny run (its config.toml recorded by base_train) resumed by the pipeline
+    with a new [evaluate] set: no model is retrained, the old logits stay as they were, and
+    only the new split is collected, for both models."""
+    from helpers import link_copy
+
+    run = link_copy(tiny_run, tmp_path / "run")
+    before = pd.read_parquet(run / "logits.parquet")
+    stamps = {p: p.stat().st_mtime_ns for p in (run / "models").rglob("*.keras")}
+    assert pipeline.main([
+        "--config", str(run / "config.toml"), "--out", str(run),
+        "--set", f'pipeline.data="{synthetic_dataset}"',
+        "--set", f'evaluate.again={{ data = "{synthetic_dataset}", split = "test" }}',
+        "--set", "pipeline.stack=false", "--set", "pipeline.report=false"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (run / "models").rglob("*.keras")} == stamps
+    after = pd.read_parquet(run / "logits.parquet")
+    old = after[after["split"] != "again"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(old, before.reset_index(drop=True))
+    new = after[after["split"] == "again"]
+    test = before[before["split"] == "test"]
+    assert sorted(new["model"].unique()) == sorted(test["model"].unique())
+    assert sorted(new["path"]) == sorted(test["path"])  # the same images, its own split
+    log = (run / "pipeline.log").read_text()
+    assert "finished earlier, skipping" in (run / "base_train.log").read_text()
+    assert "collect --run" in log and "--as-split again" in log
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_tiny_profile_on_dfd_mini_and_wild_videos(dfd_mini, wild, tmp_path):

@@ -493,8 +493,8 @@ class Predictor:
                 "learner_kind": self.learner_kind, "threshold": self.threshold_prob,
                 "aggregate": self.aggregate, "faces_mode": self.face_mode,
                 "prepare": {k: getattr(self.prepare, k) for k in (
-                    "every", "every_seconds", "max_width", "detector", "upsample", "margin",
-                    "one_face_only", "jpeg_quality")}}
+                    "every", "every_seconds", "frames_per_video", "max_width", "detector",
+                    "upsample", "margin", "one_face_only", "jpeg_quality")}}
 
     # -- the steps -------------------------------------------------------------------
     def extract(self, path: str | Path, kind: str, name: str | None = None,
