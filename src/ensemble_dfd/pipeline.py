@@ -141,6 +141,9 @@ def summary_table(run_dir: Path) -> pd.DataFrame:
     best = run.best_single(store.read_store(run_dir))
     keep = comp[(comp["kind"] == "ensemble") | (comp["predictor"] == best)]
     keep = keep[keep["split"] != "validation"]
+    for col, value in (("level", "frame"), ("source", "all")):  # one row per predictor
+        if col in keep.columns:
+            keep = keep[keep[col] == value]
     cols = [c for c in ("split", "predictor", "kind", "n", "acc", "acc_lo", "acc_hi", "auc",
                         "auc_lo", "auc_hi", "mcc", "mcc_lo", "mcc_hi", "beats_best")
             if c in keep.columns]
