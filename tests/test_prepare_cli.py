@@ -87,6 +87,7 @@ def test_all_end_to_end_with_bad_inputs(tmp_path, videos, fake_detector, capsys)
 
     df = load_dataset(out)
     assert len(df) == 8  # 4 good videos x 2 faces
+    assert sorted(df["video"].unique()) == ["f2", "r1", "r1_x", "r3"]  # for video-level scores
     assert (df.groupby("group")["split"].nunique() == 1).all()
     by_video = df.assign(video=[Path(p).name.split("F")[0][:-2] for p in df["path"]])
     assert set(by_video.loc[by_video["label"] == 1, "video"]) == {"r1", "r3"}
