@@ -106,3 +106,105 @@ def test_typed_flag_beats_the_files_per_model():
     cfg = _base_train_config("--config", cpu, "--image-size", "48")
     assert cfg.data.image_size == 48 and cfg.data.image_size_per_model == {}
     assert load_config(cpu).data.image_size_per_model["M6"] == 64
+
+
+# ---------------------------------------------------------------- [evaluate]
+
+
+def test_evaluate_sets_parse_and_round_trip(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[evaluate]\n'
+                 'dfdc20k = { data = "../shared/data/dfdc-20k", split = "test" }\n'
+                 'wild = { videos = "vids", every = 30 }\n'
+                 'wild32 = { videos = "vids", labels = "l.csv", frames_per_video = 32 }\n'
+                 'mini = "../shared/data/dfd-mini"\n')
+    cfg = load_config(f)
+    ev = cfg.evaluate
+    assert list(ev) == ["dfdc20k", "wild", "wild32", "mini"]
+    assert (ev["dfdc20k"].data, ev["dfdc20k"].split) == ("../shared/data/dfdc-20k", "test")
+    assert (ev["wild"].videos, ev["wild"].every, ev["wild"].frames_per_video) == ("vids", 30, 0)
+    assert (ev["wild32"].labels, ev["wild32"].frames_per_video) == ("l.csv", 32)
+    assert ev["mini"].data == "../shared/data/dfd-mini" and ev["mini"].split == ""
+    text = dumps(cfg)
+    assert 'wild = { videos = "vids", every = 30 }' in text  # only the keys that are set
+    out = tmp_path / "round.toml"
+    out.write_text(text)
+    assert load_config(out) == cfg
+    # --set reaches one entry, and adds one
+    over = load_config(f, parse_overrides(["evaluate.dfdc20k.split=validation",
+                                           'evaluate.more={data="x"}']))
+    assert over.evaluate["dfdc20k"].split == "validation" and over.evaluate["more"].data == "x"
+
+
+@pytest.mark.parametrize("entry, match", [
+    ('x = { data = "d", videos = "v" }', "evaluate.x: give exactly one of data"),
+    ("x = { split = \"test\" }", "evaluate.x: give exactly one of data"),
+    ('x = { data = "d", every = 30 }', "evaluate.x: labels, every and frames_per_video"),
+    ('x = { videos = "v", split = "test" }', "evaluate.x: split is for data"),
+    ('x = { videos = "v", every = 30, frames_per_video = 32 }', "two ways to pick frames"),
+    ('x = { videos = "v", every = -1 }', "evaluate.x: every and frames_per_video must be"),
+    ('x = { videos = "v", evry = 30 }', "unknown key 'evaluate.x.evry'"),
+    ('x = { videos = "v", every = "often" }', "every"),
+    ("x = 3", "evaluate.x' must be a dataset path or a table"),
+    ('test = { data = "d" }', "evaluate.test: 'test' is one of the run's own splits"),
+    ('validation = { data = "d" }', "one of the run's own splits"),
+    ('"a/b" = { data = "d" }', "a split name is letters"),
+])
+def test_bad_evaluate_entries_name_file_and_key(tmp_path, entry, match):
+    f = tmp_path / "bad.toml"
+    f.write_text(f"[evaluate]\n{entry}\n")
+    with pytest.raises(ConfigError, match=match) as exc:
+        load_config(f)
+    assert str(exc.value).startswith(f"{f}: ")
+
+
+def test_prepare_frames_per_video_and_margin_are_checked(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[prepare]\nframes_per_video = 32\nmargin = 0.15\n")
+    cfg = load_config(f)
+    assert (cfg.prepare.frames_per_video, cfg.prepare.margin) == (32, 0.15)
+    f.write_text("[prepare]\nframes_per_video = 32\nevery_seconds = 0.5\n")
+    with pytest.raises(ConfigError, match="frames_per_video and prepare.every_seconds"):
+        load_config(f)
+    f.write_text("[prepare]\nmargin = -0.1\n")
+    with pytest.raises(ConfigError, match="prepare.margin"):
+        load_config(f)
+
+
+def test_deprecated_pipeline_extra_keys_read_as_evaluate(tmp_path):
+    f = tmp_path / "old.toml"
+    f.write_text('[pipeline]\ndata = "d"\nextra_videos = { wild = "w" }\nextra_every = 30\n'
+                 'extra_data = { more = "m" }\n')
+    with pytest.warns(FutureWarning, match=r'\[evaluate\] more = \{ data = "m" \}; '
+                                           r'wild = \{ videos = "w", every = 30 \}'):
+        cfg = load_config(f)
+    assert cfg.evaluate["wild"].videos == "w" and cfg.evaluate["wild"].every == 30
+    assert cfg.evaluate["more"].data == "m" and cfg.pipeline.data == "d"
+    f.write_text('[pipeline]\nextra_data = { wild = "m" }\n[evaluate]\nwild = "n"\n')
+    with pytest.raises(ConfigError, match="wild named both in"):
+        load_config(f)
+
+
+def test_a_run_recorded_before_evaluate_accepts_the_new_experiment_file(tmp_path, recwarn):
+    """The run's config.toml written with [pipeline] extra_* (as the CPU profile's is) and the
+    new cpu.toml differ only in what is done after training: not a different run. A change
+    to the training is still refused, naming the section."""
+    from ensemble_dfd.cli_common import record_config
+    from ensemble_dfd.runio import RunExistsError
+
+    cpu = load_config(ROOT / "experiments" / "cpu.toml")
+    assert set(cpu.evaluate) == {"dfdc20k", "wild"}
+    old = dumps(cpu).split("\n[evaluate]")[0].replace(
+        "[pipeline]\n", '[pipeline]\nextra_videos = { wild = "../shared/data/wild" }\n'
+                        "extra_data = {  }\nextra_every = 30\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text(old)
+    record_config(run, cpu, overwrite=False)
+    assert (run / "config.toml").read_text() == old  # the record is left as it was
+    assert not [w for w in recwarn if "deprecated" in str(w.message)]  # not the user's file
+    import dataclasses
+
+    other = dataclasses.replace(cpu, data=dataclasses.replace(cpu.data, image_size=64))
+    with pytest.raises(RunExistsError, match="differs in data"):
+        record_config(run, other, overwrite=False)

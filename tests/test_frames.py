@@ -89,3 +89,20 @@ def test_truncated_video(tmp_path) -> None:
     got, report = frames.read_frames(avi, every=10)
     assert 0 < len(got) < 6
     assert "truncated" in report.error
+
+
+def test_frames_per_video_spreads_n_frames_uniformly(tmp_path) -> None:
+    """N frames at round(k * (n - 1) / (N - 1)), walked exactly (each is the frame it says),
+    and every frame of a video shorter than N."""
+    video = make_video(tmp_path / "v.mp4", n_frames=60)
+    report = frames.FrameReport(str(video))
+    got = list(frames.iter_frames_spread(video, 5, report=report))
+    assert [i for i, _ in got] == [0, 15, 30, 44, 59]  # linspace(0, 59, 5) rounded
+    for i, frame in got:
+        assert abs(float(frame.mean()) - 4 * i) < 8
+    assert (report.frames_read, report.frames_kept, report.error) == (60, 5, "")
+    assert [i for i, _ in frames.iter_frames_spread(video, 32)] == [
+        round(k * 59 / 31) for k in range(32)]
+    assert [i for i, _ in frames.iter_frames_spread(video, 100)] == list(range(60))
+    with pytest.raises(ValueError, match="frames_per_video"):
+        list(frames.iter_frames_spread(video, 0))

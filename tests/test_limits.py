@@ -146,6 +146,17 @@ def test_short_video_read_exactly_like_prepare(tmp_path):
     assert two == [0, 240]
 
 
+def test_verdict_reads_a_frames_per_video_run_as_prepare_did(tmp_path):
+    """A run prepared with frames_per_video = N gets N frames spread over a video here too
+    (at most the verdict's max_frames)."""
+    video = make_video(tmp_path / "v.mp4", n_frames=60)
+    res = extract_faces(video, "video", PrepareConfig(frames_per_video=5), "as-is")
+    assert [f.frame for f in res.faces] == [0, 15, 30, 44, 59]
+    res = extract_faces(video, "video", PrepareConfig(frames_per_video=5), "as-is",
+                        limits=Limits(max_frames=3))
+    assert [f.frame for f in res.faces] == [0, 30, 59]
+
+
 def test_video_cut_short_is_refused(tmp_path):
     cut = write_cut_avi(tmp_path / "cut.avi")
     with pytest.raises(InputError, match=r"cut.avi: truncated: read \d+ of 300 declared"):

@@ -67,6 +67,174 @@ def test_pipeline_config_rejects_unknown_keys(tmp_path):
         load_config(cfg)
 
 
+class FakeSteps:
+    """Stand-ins for the chained commands: each records its argv and writes what the real
+    one would leave behind (models, logits rows, the comparison, the report page)."""
+
+    def __init__(self, run: Path, monkeypatch):
+        from ensemble_dfd import base_train, collect, prepare, report, stack
+
+        self.run, self.calls = run, []
+        for mod, fn in ((prepare, self.prepare), (base_train, self.base_train),
+                        (collect, self.collect), (stack, self.stack), (report, self.report)):
+            monkeypatch.setattr(mod, "main", fn)
+        monkeypatch.setattr(pipeline, "summary_table", lambda out: pd.DataFrame())
+        self.base_train([])
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    def _touch(self, path: Path, text: str) -> None:
+        """Write `path` 1 s after everything else in the run, as a real step would be."""
+        import os
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        latest = max(p.stat().st_mtime_ns for p in self.run.rglob("*") if p.is_file())
+        os.utime(path, ns=(latest + 10**9, latest + 10**9))
+
+    def prepare(self, argv: list[str]) -> int:
+        self.calls.append(("prepare", argv))
+        self._touch(Path(argv[argv.index("--out") + 1]) / "manifest.csv", "path\n")
+        return 0
+
+    def base_train(self, argv: list[str]) -> int:
+        if argv:
+            self.calls.append(("base_train", argv))
+        for ref in ("M6", "M9"):
+            for name in ("done.json", "model.keras"):
+                path = self.run / "models" / ref / name
+                if not path.exists():
+                    self._touch(path, "{}")
+        if not (self.run / "logits.parquet").exists():
+            self._write_split(["validation", "test", "wild"], ["M6", "M9"])
+        return 0
+
+    def _write_split(self, splits: list[str], models: list[str]) -> None:
+        from ensemble_dfd import logits as store
+
+        rows = pd.DataFrame([{"run": "r", "model": m, "split": s, "path": f"{s}/{i}.jpg",
+                              "label": i % 2, "logit": 0.5} for s in splits for m in models
+                             for i in range(4)])
+        store.write_store(self.run, rows, None)
+        latest = max(p.stat().st_mtime_ns for p in self.run.rglob("*") if p.is_file())
+        import os
+
+        os.utime(self.run / "logits.parquet", ns=(latest + 10**9, latest + 10**9))
+
+    def collect(self, argv: list[str]) -> int:
+        self.calls.append(("collect", argv))
+        self._write_split([argv[argv.index("--as-split") + 1]],
+                          argv[argv.index("--models") + 1].split(","))
+        return 0
+
+    def stack(self, argv: list[str]) -> int:
+        self.calls.append(("stack", argv))
+        self._touch(self.run / "stack" / "comparison.csv", "split\n")
+        return 0
+
+    def report(self, argv: list[str]) -> int:
+        self.calls.append(("report", argv))
+        self._touch(self.run / "report" / "index.html", "<html>")
+        return 0
+
+
+def test_a_finished_run_gaining_evaluation_sets_only_collects_them(tmp_path, monkeypatch):
+    """The models are trained and wild is in the store: adding [evaluate] sets collects only
+    them (a video set is prepared first), then stack and report are redone; a rerun with
+    nothing new redoes nothing."""
+    run, data, vids = tmp_path / "run", tmp_path / "ds", tmp_path / "vids"
+    data.mkdir()
+    (data / "manifest.csv").write_text("path,split,label\n")
+    vids.mkdir()
+    (vids / "labels.csv").write_text("path,label\n")
+    steps = FakeSteps(run, monkeypatch)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[pipeline]\ndata = "{data}"\n[evaluate]\nwild = "{data}"\n'
+                   f'big = {{ data = "{data / "manifest.csv"}", split = "test" }}\n')
+    argv = ["--config", str(cfg), "--out", str(run)]
+    assert pipeline.main(argv) == 0
+    assert steps.names() == ["base_train", "collect", "stack", "report"]
+    collect_argv = steps.calls[1][1]
+    assert collect_argv[collect_argv.index("--as-split") + 1] == "big"
+    assert collect_argv[collect_argv.index("--split") + 1] == "test"
+    assert collect_argv[collect_argv.index("--models") + 1] == "M6,M9"
+    report_argv = steps.calls[3][1]
+    assert [report_argv[i + 1] for i, a in enumerate(report_argv) if a == "--data"] == [
+        str(data)]  # one folder once, a manifest given as its folder
+
+    steps.calls.clear()
+    assert pipeline.main(argv) == 0  # nothing new: stack and report stay
+    assert steps.names() == ["base_train"]
+
+    steps.calls.clear()
+    with cfg.open("a") as fh:
+        fh.write(f'clips = {{ videos = "{vids}", frames_per_video = 8 }}\n')
+    assert pipeline.main(argv) == 0
+    assert steps.names() == ["prepare", "base_train", "collect", "stack", "report"]
+    prep = steps.calls[0][1]
+    assert prep[prep.index("--out") + 1] == str(run / "extra" / "clips")
+    assert prep[prep.index("--frames-per-video") + 1] == "8" and "--every" not in prep
+    assert prep[prep.index("--labels") + 1] == str(vids / "labels.csv")
+    assert steps.calls[2][1][steps.calls[2][1].index("--as-split") + 1] == "clips"
+    assert str(run / "extra" / "clips") in steps.calls[4][1]
+    store = pd.read_parquet(run / "logits.parquet")
+    assert sorted(store["split"].unique()) == ["big", "clips", "test", "validation", "wild"]
+
+    # a model trained later: only it is collected on the sets
+    steps.calls.clear()
+    for name in ("done.json", "model.keras"):
+        steps._touch(run / "models" / "M1" / name, "{}")
+    steps._write_split(["validation", "test"], ["M1"])
+    assert pipeline.main(argv) == 0
+    collected = [a for n, a in steps.calls if n == "collect"]
+    assert [a[a.index("--models") + 1] for a in collected] == ["M1", "M1", "M1"]
+
+
+def test_evaluation_inputs_are_checked_before_any_step(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    steps = FakeSteps(run, monkeypatch)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[pipeline]\ndata = "{tmp_path}"\n[evaluate]\n'
+                   f'gone = {{ data = "{tmp_path / "nope"}" }}\n')
+    assert pipeline.main(["--config", str(cfg), "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: evaluate.gone: {tmp_path / 'nope'}: no such dataset" in err
+    cfg.write_text(f'[pipeline]\ndata = "{tmp_path}"\n[evaluate]\n'
+                   f'clips = {{ videos = "{tmp_path}" }}\n')
+    assert pipeline.main(["--config", str(cfg), "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"evaluate.clips: {tmp_path / 'labels.csv'}: no labels CSV" in err
+    assert steps.calls == []
+
+
+def test_real_finished_run_gains_an_evaluation_set(tiny_run, synthetic_dataset, tmp_path):
+    """The trained tiny run (its config.toml recorded by base_train) resumed by the pipeline
+    with a new [evaluate] set: no model is retrained, the old logits stay as they were, and
+    only the new split is collected, for both models."""
+    from helpers import link_copy
+
+    run = link_copy(tiny_run, tmp_path / "run")
+    before = pd.read_parquet(run / "logits.parquet")
+    stamps = {p: p.stat().st_mtime_ns for p in (run / "models").rglob("*.keras")}
+    assert pipeline.main([
+        "--config", str(run / "config.toml"), "--out", str(run),
+        "--set", f'pipeline.data="{synthetic_dataset}"',
+        "--set", f'evaluate.again={{ data = "{synthetic_dataset}", split = "test" }}',
+        "--set", "pipeline.stack=false", "--set", "pipeline.report=false"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (run / "models").rglob("*.keras")} == stamps
+    after = pd.read_parquet(run / "logits.parquet")
+    old = after[after["split"] != "again"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(old, before.reset_index(drop=True))
+    new = after[after["split"] == "again"]
+    test = before[before["split"] == "test"]
+    assert sorted(new["model"].unique()) == sorted(test["model"].unique())
+    assert sorted(new["path"]) == sorted(test["path"])  # the same images, its own split
+    log = (run / "pipeline.log").read_text()
+    assert "finished earlier, skipping" in (run / "base_train.log").read_text()
+    assert "collect --run" in log and "--as-split again" in log
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_tiny_profile_on_dfd_mini_and_wild_videos(dfd_mini, wild, tmp_path):
@@ -93,8 +261,8 @@ fine_tune_at = 0
 mixed_precision = "off"
 [pipeline]
 data = "{dfd_mini}"
-extra_videos = {{ wild = "{wild}" }}
-extra_every = 120
+[evaluate]
+wild = {{ videos = "{wild}", every = 120 }}
 """)
     run = tmp_path / "run"
     assert pipeline.main(["--config", str(cfg), "--out", str(run)]) == 0

@@ -87,12 +87,16 @@ def test_all_end_to_end_with_bad_inputs(tmp_path, videos, fake_detector, capsys)
 
     df = load_dataset(out)
     assert len(df) == 8  # 4 good videos x 2 faces
+    assert sorted(df["video"].unique()) == ["f2", "r1", "r1_x", "r3"]  # for video-level scores
     assert (df.groupby("group")["split"].nunique() == 1).all()
     by_video = df.assign(video=[Path(p).name.split("F")[0][:-2] for p in df["path"]])
     assert set(by_video.loc[by_video["label"] == 1, "video"]) == {"r1", "r3"}
     manifest = pd.read_csv(out / "manifest.csv", dtype=str)
-    assert list(manifest.columns) == ["path", "split", "label", "source", "group", "width",
-                                      "height", "sha256"]
+    assert list(manifest.columns) == ["path", "split", "label", "source", "group", "video",
+                                      "width", "height", "sha256"]
+    videos = dict(zip(manifest["path"].map(lambda p: Path(p).name), manifest["video"],
+                      strict=True))
+    assert videos["r1_x10F.jpg"] == "r1_x" and videos["r110F.jpg"] == "r1"
     assert set(manifest["label"]) == {"Real", "Fake"}
     groups = dict(zip(manifest["path"].map(lambda p: Path(p).name), manifest["group"],
                       strict=True))
@@ -165,6 +169,7 @@ def test_videos_without_faces_produce_nothing(tmp_path, capsys) -> None:
     (["--every", "0"], "--every"),
     (["--detector", "haar"], "detector"),
     (["--margin", "-1"], "margin"),
+    (["--frames-per-video", "4"], "--frames-per-video: not allowed with argument --every"),
 ])
 def test_bad_arguments(tmp_path, videos, capsys, extra: list[str], message: str) -> None:
     d, labels = videos
@@ -204,6 +209,32 @@ def test_frames_then_faces(tmp_path, videos, fake_detector) -> None:
     log = pd.read_csv(out2 / "face_log.csv", dtype={"video": str}).set_index("video")
     assert log.loc["r1", "faces_saved"] == 6  # frames 5..20 one face each, frame 25 two
     assert (out2 / "frames.csv").is_file()
+
+
+def test_frames_per_video(tmp_path, videos, fake_detector) -> None:
+    """--frames-per-video 4 on 30-frame videos: frames 0, 10, 19, 29 (uniform), counted in
+    the face log; from the config file too, where a typed --every wins over it."""
+    d, labels = videos
+    out = tmp_path / "faces"
+    base = ["faces", "--videos", str(d), "--labels", str(labels), "--workers", "1"]
+    assert main([*base, "--out", str(out), "--frames-per-video", "4"]) == 0
+    log = pd.read_csv(out / "face_log.csv", dtype={"video": str}).set_index("video")
+    assert log.loc["r1", ["frames_read", "frames_kept"]].tolist() == [30, 4]
+    # frame 0 is dark (no face), 29 is bright (two faces: dropped), 10 and 19 give one each
+    assert log.loc["r1", ["faces_saved", "dropped_no_face", "dropped_multi_face"]].tolist() == [
+        2, 1, 1]
+    faces = pd.read_csv(out / "faces.csv", dtype={"video": str})
+    assert sorted(faces.loc[faces["video"] == "r1", "frame_index"]) == [10, 19]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[prepare]\nframes_per_video = 4\nevery = 10\n")
+    out2 = tmp_path / "faces2"
+    assert main([*base, "--out", str(out2), "--config", str(cfg)]) == 0
+    log = pd.read_csv(out2 / "face_log.csv", dtype={"video": str}).set_index("video")
+    assert log.loc["r1", "frames_kept"] == 4
+    out3 = tmp_path / "faces3"
+    assert main([*base, "--out", str(out3), "--config", str(cfg), "--every", "10"]) == 0
+    log = pd.read_csv(out3 / "face_log.csv", dtype={"video": str}).set_index("video")
+    assert log.loc["r1", "frames_kept"] == 3  # 0, 10, 20
 
 
 def _flat_images(tmp_path: Path) -> tuple[Path, Path]:

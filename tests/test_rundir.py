@@ -64,3 +64,20 @@ def test_staged_dir_publishes_only_a_finished_folder(tmp_path):
         (tmp / "a.csv").write_text("2")
     assert (out / "a.csv").read_text() == "2"
     assert np.array_equal(sorted(p.name for p in tmp_path.iterdir()), ["stack"])
+
+
+def test_images_table_video_column_falls_back_to_group(tmp_path):
+    """A split collected from a manifest with a video column keeps it; splits from
+    manifests without one get their group as their video (the contract's fallback)."""
+    import pandas as pd
+
+    logits, images = make_store(n_models=2, sizes={"validation": 20, "test": 10})
+    write_store(tmp_path, logits, images)
+    wild_logits = logits[logits["split"] == "test"].assign(split="wild")
+    wild_images = images[images["split"] == "test"].assign(split="wild")
+    wild_images = wild_images.assign(video=[f"v{i % 3}" for i in range(len(wild_images))])
+    write_store(tmp_path, wild_logits, wild_images)
+    table = pd.read_parquet(tmp_path / "images.parquet")
+    wild, old = table[table["split"] == "wild"], table[table["split"] != "wild"]
+    assert set(wild["video"]) == {"v0", "v1", "v2"}
+    assert (old["video"] == old["group"]).all()

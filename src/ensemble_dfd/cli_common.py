@@ -12,7 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ensemble_dfd.config import RunConfig, dumps, flags_win, load_config, parse_overrides
+from ensemble_dfd.config import (
+    RunConfig,
+    dumps,
+    flags_win,
+    load_config,
+    load_recorded,
+    parse_overrides,
+)
 from ensemble_dfd.errors import UserError
 from ensemble_dfd.runio import RunExistsError, write_text
 
@@ -52,22 +59,32 @@ def resolve_config(args: argparse.Namespace, flags: dict[str, Any]) -> RunConfig
     return flags_win(load_config(args.config, overrides), typed)
 
 
+# Sections that say what is done with a run's models, not how they were made: a finished
+# run may be resumed with other values there (a new [evaluate] set, another stack setting).
+AFTER_TRAINING = ("pipeline", "evaluate", "stack", "report")
+
+
 def record_config(run_dir: Path, cfg: RunConfig, overwrite: bool) -> None:
     """Write run_dir/config.toml; an existing one must describe the same run.
 
     Models may differ (one run folder can be filled by several --models calls), so may the
-    [pipeline] inputs, and keys added to the code since the file was written take their
-    defaults on both sides.
+    sections in AFTER_TRAINING, and keys added to the code since the file was written take
+    their defaults on both sides.
     """
     path = run_dir / "config.toml"
     if path.exists() and not overwrite:
-        recorded = load_config(path)
+        recorded = load_recorded(path)
+        same = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                if f.name in AFTER_TRAINING}
         same_models = dataclasses.replace(recorded.train, models=cfg.train.models)
-        recorded = dataclasses.replace(recorded, train=same_models, pipeline=cfg.pipeline)
+        recorded = dataclasses.replace(recorded, train=same_models, **same)
         if recorded != cfg:
+            differ = [f.name for f in dataclasses.fields(cfg)
+                      if getattr(recorded, f.name) != getattr(cfg, f.name)]
             raise RunExistsError(
-                f"{path}: this run folder was made with a different config; use another "
-                "--out, or --overwrite to replace its config")
+                f"{path}: this run folder was made with a different config (it differs in "
+                f"{', '.join(differ)}); use another --out, or --overwrite to replace its "
+                "config")
         return
     write_text(path, dumps(cfg))
 

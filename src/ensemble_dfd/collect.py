@@ -26,7 +26,8 @@ IMAGE_COLUMNS = ["split", "path", "label", "source", "group", "width", "height"]
 def image_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Per-image properties (size, blur, JPEG quality...) from the original files."""
     props = [image_properties(read_rgb(f), path=f) for f in rows["file"]]
-    table = pd.concat([rows[["split", "path", "label", "source", "group"]].reset_index(drop=True),
+    keep = ["split", "path", "label", "source", "group"] + (["video"] if "video" in rows else [])
+    table = pd.concat([rows[keep].reset_index(drop=True),
                        pd.DataFrame(props)], axis=1)
     return table.loc[:, ~table.columns.duplicated()]
 

@@ -7,7 +7,9 @@ config) is enough to repeat it.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
+import warnings
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +23,23 @@ class ConfigError(UserError, ValueError):
     """A config file or override that cannot be used."""
 
 
+class ConfigDeprecated(FutureWarning):
+    """A config key that still works but has a replacement (the message says which)."""
+
+
 @dataclass(frozen=True)
 class PrepareConfig:
     every: int = 120  # keep one frame every N frames (the study's step)
     every_seconds: float = 0.0  # >0: keep one frame every S seconds instead
+    frames_per_video: int = 0  # >0: N frames spread uniformly over each video instead
     max_width: int = 640  # frames wider than this are downscaled, aspect kept
     detector: str = "hog"  # "hog" (dlib HOG, face_recognition's default) or "cnn"
     upsample: int = 1  # face_recognition's number_of_times_to_upsample
-    margin: float = 0.0  # extra border around the tight box, as a fraction of its size
+    # border added on EACH side of dlib's tight box, as a fraction of the box's height (top,
+    # bottom) and width (left, right): the crop is (1 + 2 * margin) x the box. 0 = the
+    # study's tight box; 0.15 = a 1.3x box, DeepfakeBench's scale (which it applies to a
+    # landmark-aligned face; no alignment here)
+    margin: float = 0.0
     one_face_only: bool = True  # the study dropped frames with 0 or >1 faces
     ratios: tuple[float, float, float] = (0.80, 0.19, 0.01)  # train, validation, test
     balance: bool = False  # subsample the larger class within each split
@@ -84,11 +95,31 @@ class PipelineConfig:
     data: str = ""  # a dataset folder in the study's layout (or its manifest.csv)
     videos: str = ""  # or videos + labels CSV, turned into a dataset by `prepare all`
     labels: str = ""
-    extra_videos: dict[str, str] = field(default_factory=dict)  # split -> folder with labels.csv
-    extra_data: dict[str, str] = field(default_factory=dict)  # split -> dataset folder
-    extra_every: int = 0  # frame step for extra videos (0: prepare.every)
     stack: bool = True
     report: bool = True
+
+
+# the old [pipeline] keys that [evaluate] replaced; still read (see _migrate_pipeline)
+DEPRECATED_PIPELINE_KEYS = ("extra_videos", "extra_data", "extra_every")
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """One `[evaluate]` entry: images scored as their own split of the run's logit store.
+
+    Either ``data`` (a dataset folder or its manifest.csv; ``split``: only that split of it,
+    default all its images) or ``videos`` (a folder of videos, labels in ``labels``, default
+    ``<videos>/labels.csv``, turned into faces by `prepare all`; ``every`` or
+    ``frames_per_video`` pick the frames, default the [prepare] table's). Paths are relative
+    to the working directory, as in [pipeline].
+    """
+
+    data: str = ""
+    split: str = ""
+    videos: str = ""
+    labels: str = ""
+    every: int = 0
+    frames_per_video: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,33 +131,44 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    evaluate: dict[str, EvalSet] = field(default_factory=dict)  # split name -> set
 
 
-def _coerce(cls: type, name: str, value: Any) -> Any:
-    """Convert TOML values to the field's declared type (lists to tuples, ints to floats)."""
+def _coerce(cls: type, name: str, value: Any, key: str = "") -> Any:
+    """Convert TOML values to the field's declared type (lists to tuples, ints to floats);
+    a value that cannot be converted is a ConfigError naming ``key`` (the dotted key)."""
+    key = key or f"{cls.__name__}.{name}"
     ftype = {f.name: f.type for f in fields(cls)}[name]
     ftype = str(ftype)
-    if ftype.startswith("tuple"):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{cls.__name__}.{name}: expected a list, got {value!r}")
-        return tuple(float(v) if "float" in ftype else v for v in value)
-    if ftype == "float":
-        return float(value)
-    if ftype == "int":
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ConfigError(f"{cls.__name__}.{name}: expected an integer, got {value!r}")
-        return int(value)
+    try:
+        if ftype.startswith("tuple"):
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list | tuple):
+                raise ConfigError(f"'{key}': expected a list, got {value!r}")
+            return tuple(float(v) if "float" in ftype else v for v in value)
+        if ftype == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if ftype == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ConfigError(f"'{key}': expected an integer, got {value!r}")
+            return int(value)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"'{key}': expected {'a number' if ftype != 'int' else 'an integer'}"
+                          f", got {value!r}") from None
     if ftype == "bool":
         if isinstance(value, str):
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ConfigError(f"{cls.__name__}.{name}: expected true/false, got {value!r}")
+                raise ConfigError(f"'{key}': expected true/false, got {value!r}")
             return value.lower() in ("true", "1", "yes")
         return bool(value)
     if ftype.startswith("dict"):
         if not isinstance(value, dict):
-            raise ConfigError(f"{cls.__name__}.{name}: expected a table, got {value!r}")
+            raise ConfigError(f"'{key}': expected a table, got {value!r}")
         return dict(value)
     return value if not isinstance(value, int | float) or ftype != "str" else str(value)
 
@@ -140,13 +182,65 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
         sub = known[key].type
         sub_cls = {"PrepareConfig": PrepareConfig, "DataConfig": DataConfig,
                    "TrainConfig": TrainConfig, "PipelineConfig": PipelineConfig}.get(str(sub))
-        if sub_cls is not None:
+        if str(sub) == "dict[str, EvalSet]":
+            kwargs[key] = _build_evaluate(value, f"{where}{key}")
+        elif sub_cls is not None:
             if not isinstance(value, dict):
                 raise ConfigError(f"'{where}{key}' must be a table")
             kwargs[key] = _build(sub_cls, value, f"{where}{key}.")
         else:
-            kwargs[key] = _coerce(cls, key, value)
+            kwargs[key] = _coerce(cls, key, value, f"{where}{key}")
     return cls(**kwargs)
+
+
+def _build_evaluate(table: Any, where: str) -> dict[str, EvalSet]:
+    """`[evaluate]`: split name -> { data = DIR[, split = S] } | { videos = DIR, ... }; a bare
+    string is a dataset (`dfdmini = "../shared/data/dfd-mini"`)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"'{where}' must be a table of split = {{ data = DIR }} or "
+                          f"{{ videos = DIR }}, got {table!r}")
+    out: dict[str, EvalSet] = {}
+    for name, spec in table.items():
+        if isinstance(spec, EvalSet):
+            out[name] = spec
+            continue
+        if isinstance(spec, str):
+            spec = {"data": spec}
+        if not isinstance(spec, dict):
+            raise ConfigError(f"'{where}.{name}' must be a dataset path or a table "
+                              f"{{ data = DIR }} / {{ videos = DIR }}, got {spec!r}")
+        out[name] = _build(EvalSet, spec, f"{where}.{name}.")
+    return out
+
+
+def _migrate_pipeline(table: dict[str, Any], where: str) -> dict[str, Any]:
+    """Read the deprecated `[pipeline] extra_videos / extra_data / extra_every` as `[evaluate]`
+    entries, warning with what to write instead (empty ones are dropped silently)."""
+    pipe = table.get("pipeline")
+    if not isinstance(pipe, dict) or not any(k in pipe for k in DEPRECATED_PIPELINE_KEYS):
+        return table
+    pipe = dict(pipe)
+    old = {k: pipe.pop(k) for k in DEPRECATED_PIPELINE_KEYS if k in pipe}
+    for key in ("extra_videos", "extra_data"):
+        if not isinstance(old.get(key, {}), dict):
+            raise ConfigError(f"{where}: 'pipeline.{key}' must be a table split = DIR")
+    every = old.get("extra_every", 0)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ConfigError(f"{where}: 'pipeline.extra_every' must be an integer >= 0")
+    new: dict[str, dict[str, Any]] = {n: {"data": d} for n, d in old.get("extra_data", {}).items()}
+    for name, folder in old.get("extra_videos", {}).items():
+        new[name] = {"videos": folder, **({"every": every} if every else {})}
+    evaluate = table.get("evaluate", {})
+    clash = sorted(set(new) & set(evaluate if isinstance(evaluate, dict) else {}))
+    if clash:
+        raise ConfigError(f"{where}: split(s) {', '.join(clash)} named both in [evaluate] and "
+                          "in the deprecated [pipeline] extra_* keys; keep the [evaluate] one")
+    if new:
+        warnings.warn(
+            f"{where}: [pipeline] {', '.join(old)} are deprecated and read as [evaluate] "
+            + "; ".join(f"{n} = {_toml_value(v)}" for n, v in new.items())
+            + ": write that [evaluate] table instead", ConfigDeprecated, stacklevel=3)
+    return {**table, "pipeline": pipe, "evaluate": {**evaluate, **new}}
 
 
 def for_model(train: TrainConfig, ref: str) -> TrainConfig:
@@ -201,10 +295,25 @@ def load_config(path: str | Path | None = None,
             table = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    table = _merge(table, overrides or {})
-    cfg = _build(RunConfig, table, "")
-    validate(cfg)
+    where = str(path) if path is not None else "config"
+    table = _migrate_pipeline(_merge(table, overrides or {}), where)
+    try:
+        cfg = _build(RunConfig, table, "")
+        validate(cfg)
+    except ConfigError as exc:  # name the file; the key is in the message
+        if path is None:
+            raise
+        also = " (with command-line overrides)" if overrides else ""
+        raise ConfigError(f"{path}{also}: {exc}") from None
     return cfg
+
+
+def load_recorded(path: str | Path) -> RunConfig:
+    """A run folder's own config.toml: as load_config, but a run recorded before a key was
+    renamed is read without a deprecation warning (the user did not write that file)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigDeprecated)
+        return load_config(path)
 
 
 def flags_win(cfg: RunConfig, keys: list[str]) -> RunConfig:
@@ -246,6 +355,46 @@ def validate(cfg: RunConfig) -> None:
         validate(dataclasses.replace(cfg, train=one))
     if cfg.train.epochs_frozen < 0 or cfg.train.epochs_finetune < 0:
         raise ConfigError("train.epochs_* must be >= 0")
+    _validate_prepare(cfg.prepare)
+    reserved = {cfg.data.train_split, cfg.data.validation_split, *cfg.data.eval_splits,
+                "validation_oof"}
+    for name, es in cfg.evaluate.items():
+        _validate_eval_set(name, es, reserved)
+
+
+def _validate_prepare(p: PrepareConfig) -> None:
+    if p.frames_per_video < 0 or p.margin < 0:
+        raise ConfigError("prepare.frames_per_video and prepare.margin must be >= 0")
+    if p.frames_per_video and p.every_seconds > 0:
+        raise ConfigError("prepare.frames_per_video and prepare.every_seconds are two ways to "
+                          "pick frames: set one of them (0 turns one off)")
+
+
+SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _validate_eval_set(name: str, es: EvalSet, reserved: set[str]) -> None:
+    key = f"evaluate.{name}"
+    if not SPLIT_NAME.fullmatch(name):
+        raise ConfigError(f"{key}: a split name is letters, digits, '_', '-' or '.' (it "
+                          "names files), starting with a letter or digit")
+    if name in reserved:
+        raise ConfigError(f"{key}: '{name}' is one of the run's own splits "
+                          f"({', '.join(sorted(reserved))}); name the set otherwise")
+    if bool(es.data) == bool(es.videos):
+        raise ConfigError(f"{key}: give exactly one of data = DIR (a dataset folder or "
+                          "manifest) or videos = DIR (a folder of videos with labels.csv)")
+    if es.data and (es.labels or es.every or es.frames_per_video):
+        raise ConfigError(f"{key}: labels, every and frames_per_video are for videos = DIR, "
+                          "not data = DIR")
+    if es.videos and es.split:
+        raise ConfigError(f"{key}: split is for data = DIR (which split of the dataset); a "
+                          "video set becomes one split whole")
+    if es.every < 0 or es.frames_per_video < 0:
+        raise ConfigError(f"{key}: every and frames_per_video must be >= 0")
+    if es.every and es.frames_per_video:
+        raise ConfigError(f"{key}: every and frames_per_video are two ways to pick frames: "
+                          "set one of them")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -268,6 +417,8 @@ def _toml_value(value: Any) -> str:
 def dumps(cfg: RunConfig) -> str:
     """The resolved config as TOML (readable back by load_config)."""
     data = to_dict(cfg)
+    data["evaluate"] = {name: {k: v for k, v in spec.items() if v not in ("", 0)}
+                        for name, spec in data.get("evaluate", {}).items()}  # set keys only
     lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
     for key, value in data.items():
         if isinstance(value, dict):

@@ -117,6 +117,8 @@ def write_store(run_dir: str | Path, logits: pd.DataFrame, images: pd.DataFrame 
             iold = iold.merge(images[keys], on=keys, how="left", indicator=True)
             iold = iold[iold["_merge"] == "left_only"].drop(columns="_merge")
         allimg = merge(iold, images, keys, overwrite=True)
+        if "video" in allimg and "group" in allimg:  # splits whose manifest had no video id
+            allimg["video"] = allimg["video"].fillna(allimg["group"])
         allimg = allimg.sort_values(keys, kind="stable").reset_index(drop=True)
         atomic_write(ipath, lambda p: allimg.to_parquet(p, index=False))
     return combined

@@ -1,5 +1,9 @@
 """The main job in one command: prepare -> base_train -> collect -> stack -> report.
 
+Every [evaluate] set of the config (a dataset folder or manifest, or a folder of videos
+made into faces by prepare) is collected as its own split; a finished run that gains a set
+only collects that set, then redoes stack and report.
+
 python -m ensemble_dfd.pipeline --config experiments/cpu.toml --out RUN_DIR
 python -m ensemble_dfd.pipeline --demo --out RUN_DIR
 
@@ -20,11 +24,11 @@ import pandas as pd
 from ensemble_dfd import base_train, collect, prepare, report, stack
 from ensemble_dfd import logits as store
 from ensemble_dfd.cli_common import add_config_args, make_logger, resolve_config, run_main
-from ensemble_dfd.config import ConfigError, RunConfig, dumps
+from ensemble_dfd.config import ConfigError, EvalSet, RunConfig, dumps
 from ensemble_dfd.data.synthetic import make_dataset
-from ensemble_dfd.errors import UsageError, UserError
+from ensemble_dfd.errors import UserError
 from ensemble_dfd.reports.training import markdown
-from ensemble_dfd.rundir import Run
+from ensemble_dfd.rundir import Run, trained_models
 from ensemble_dfd.runio import write_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,11 +49,77 @@ def _step(n: int, total: int, name: str, fn: Callable[[list[str]], int], argv: l
     log(f"[{n}/{total}] {name} finished in {time.perf_counter() - t0:.0f} s")
 
 
-def _labels_of(folder: Path) -> Path:
-    labels = folder / "labels.csv"
-    if not labels.is_file():
-        raise UsageError(f"{folder}: no labels.csv (columns path,label[,source])")
-    return labels
+def _labels_of(es: EvalSet) -> Path:
+    return Path(es.labels) if es.labels else Path(es.videos) / "labels.csv"
+
+
+def check_eval_sets(cfg: RunConfig, config_path: Path) -> None:
+    """Every [evaluate] input exists, checked before hours of training, naming the key."""
+    for name, es in cfg.evaluate.items():
+        where = f"{config_path}: evaluate.{name}"
+        if es.data and not Path(es.data).exists():
+            raise ConfigError(f"{where}: {es.data}: no such dataset folder or manifest")
+        if es.videos and not Path(es.videos).is_dir():
+            raise ConfigError(f"{where}: {es.videos}: no such folder of videos")
+        if es.videos and not _labels_of(es).is_file():
+            raise ConfigError(f"{where}: {_labels_of(es)}: no labels CSV (path,label[,source]); "
+                              "name it with labels = FILE")
+
+
+class _Steps:
+    """Numbered step lines in the run's log: `[n/total] name: ...`."""
+
+    def __init__(self, total: int, log: Callable[[str], None]):
+        self.n, self.total, self.log = 0, total, log
+
+    def run(self, name: str, fn: Callable[[list[str]], int], argv: list[str]) -> None:
+        self.n += 1
+        _step(self.n, self.total, name, fn, argv, self.log)
+
+    def skip(self, name: str, why: str) -> None:
+        self.n += 1
+        self.log(f"[{self.n}/{self.total}] {name}: {why}")
+
+
+def eval_faces(cfg: RunConfig, config_path: Path, out: Path, steps: _Steps
+               ) -> dict[str, tuple[Path, str]]:
+    """Each [evaluate] set as (dataset folder or manifest, split or ''): a video set is made
+    into faces in OUT/extra/<name> by `prepare all` first (which does nothing when that
+    folder holds a finished run with the same settings, and refuses other settings)."""
+    sets: dict[str, tuple[Path, str]] = {}
+    for name, es in cfg.evaluate.items():
+        if es.data:
+            sets[name] = (Path(es.data), es.split)
+            continue
+        faces = out / "extra" / name
+        pick = (["--frames-per-video", str(es.frames_per_video)] if es.frames_per_video
+                else ["--every", str(es.every)] if es.every else [])
+        steps.run("prepare", prepare.main,
+                  ["all", "--videos", es.videos, "--labels", str(_labels_of(es)),
+                   "--out", str(faces), "--config", str(config_path), *pick])
+        sets[name] = (faces, "")
+    return sets
+
+
+def collect_sets(sets: dict[str, tuple[Path, str]], out: Path, overwrite: bool,
+                 steps: _Steps) -> None:
+    """Score each evaluation set with every finished model that has no logits on it yet."""
+    refs = list(trained_models(out))
+    for name, (folder, split) in sets.items():
+        todo = base_train.uncollected(out, refs, [name], overwrite)
+        if not todo:
+            steps.skip("collect", f"{name}: every model's logits are in the store, skipping")
+            continue
+        steps.run("collect", collect.main,
+                  ["--run", str(out), "--data", str(folder), "--as-split", name,
+                   "--models", ",".join(todo), *(["--split", split] if split else []),
+                   *(["--overwrite"] if overwrite else [])])
+
+
+def _older(target: Path, than: Path) -> bool:
+    """make's rule: `target` is missing or older than its input `than`."""
+    return not target.exists() or (than.exists()
+                                   and target.stat().st_mtime_ns < than.stat().st_mtime_ns)
 
 
 def make_demo_data(out: Path, seed: int) -> tuple[Path, Path]:
@@ -71,6 +141,9 @@ def summary_table(run_dir: Path) -> pd.DataFrame:
     best = run.best_single(store.read_store(run_dir))
     keep = comp[(comp["kind"] == "ensemble") | (comp["predictor"] == best)]
     keep = keep[keep["split"] != "validation"]
+    for col, value in (("level", "frame"), ("source", "all")):  # one row per predictor
+        if col in keep.columns:
+            keep = keep[keep[col] == value]
     cols = [c for c in ("split", "predictor", "kind", "n", "acc", "acc_lo", "acc_hi", "auc",
                         "auc_lo", "auc_hi", "mcc", "mcc_lo", "mcc_hi", "beats_best")
             if c in keep.columns]
@@ -79,59 +152,44 @@ def summary_table(run_dir: Path) -> pd.DataFrame:
 
 def run_pipeline(cfg: RunConfig, config_path: Path, out: Path, overwrite: bool,
                  log: Callable[[str], None]) -> pd.DataFrame:
+    """prepare (videos) -> base_train -> prepare + collect for each [evaluate] set -> stack ->
+    report. Finished work is skipped: models by base_train, evaluation sets already in the
+    store, and stack/report unless their input changed since they ran (make's rule)."""
     p = cfg.pipeline
-    total = (1 + bool(p.videos) + 2 * len(p.extra_videos) + len(p.extra_data) + bool(p.stack)
-             + bool(p.report))
-    n = 0
+    n_videos = sum(bool(es.videos) for es in cfg.evaluate.values())
+    steps = _Steps(1 + bool(p.videos) + n_videos + len(cfg.evaluate) + bool(p.stack)
+                   + bool(p.report), log)
     data = Path(p.data) if p.data else None
     if p.videos:
-        n += 1
         data = out / "dataset"
-        if not (data / "manifest.csv").exists():
-            _step(n, total, "prepare", prepare.main,
-                  ["all", "--videos", p.videos, "--labels", p.labels, "--out", str(data),
-                   "--config", str(config_path)], log)
+        if (data / "manifest.csv").exists():
+            steps.skip("prepare", f"{data} is finished, skipping")
+        else:
+            steps.run("prepare", prepare.main,
+                      ["all", "--videos", p.videos, "--labels", p.labels, "--out", str(data),
+                       "--config", str(config_path)])
     if data is None:
         raise ConfigError("the config's [pipeline] names no data = DIR nor videos = DIR")
-    n += 1
-    _step(n, total, "base_train", base_train.main,
-          ["--data", str(data), "--out", str(out), "--config", str(config_path)]
-          + (["--overwrite"] if overwrite else []), log)
-    extras: dict[str, Path] = dict((k, Path(v)) for k, v in p.extra_data.items())
-    for name, folder in p.extra_videos.items():
-        n += 1
-        faces = out / "extra" / name
-        every = str(p.extra_every or cfg.prepare.every)
-        if not (faces / "manifest.csv").exists():
-            _step(n, total, "prepare", prepare.main,
-                  ["all", "--videos", folder, "--labels", str(_labels_of(Path(folder))),
-                   "--out", str(faces), "--config", str(config_path), "--every", every], log)
-        extras[name] = faces
-    have = set()
-    if (out / store.LOGITS_FILE).exists():
-        have = set(pd.read_parquet(out / store.LOGITS_FILE, columns=["split"])["split"])
-    for name, folder in extras.items():
-        n += 1
-        if name in have and not overwrite:
-            log(f"collect {name}: already in the store, skipping")
-            continue
-        _step(n, total, "collect", collect.main,
-              ["--run", str(out), "--data", str(folder), "--as-split", name, "--overwrite"], log)
+    sets = eval_faces(cfg, config_path, out, steps)  # minutes; before hours of training
+    steps.run("base_train", base_train.main,
+              ["--data", str(data), "--out", str(out), "--config", str(config_path)]
+              + (["--overwrite"] if overwrite else []))
+    collect_sets(sets, out, overwrite, steps)
+    comparison = out / "stack" / "comparison.csv"
     if p.stack:
-        n += 1
-        if (out / "stack" / "comparison.csv").exists() and not overwrite:
-            log(f"[{n}/{total}] stack: finished earlier, skipping")
+        if overwrite or _older(comparison, out / store.LOGITS_FILE):
+            steps.run("stack", stack.main, ["--run", str(out), "--overwrite"])
         else:
-            _step(n, total, "stack", stack.main,
-                  ["--run", str(out)] + (["--overwrite"] if overwrite else []), log)
+            steps.skip("stack", "finished earlier and the store has not changed, skipping")
     if p.report:
-        n += 1
-        if (out / "report" / "index.html").exists() and not overwrite:
-            log(f"[{n}/{total}] report: finished earlier, skipping")
+        index = out / "report" / "index.html"
+        if overwrite or _older(index, out / store.LOGITS_FILE) or _older(index, comparison):
+            folders = [f.parent if f.is_file() else f
+                       for f in [data, *(folder for folder, _ in sets.values())]]
+            data_args = [a for d in dict.fromkeys(folders) for a in ("--data", str(d))]
+            steps.run("report", report.main, ["--run", str(out), *data_args, "--overwrite"])
         else:
-            data_args = [a for d in [data, *extras.values()] for a in ("--data", str(d))]
-            _step(n, total, "report", report.main,
-                  ["--run", str(out), *data_args] + (["--overwrite"] if overwrite else []), log)
+            steps.skip("report", "finished earlier and its inputs have not changed, skipping")
     table = summary_table(out)
     write_text(out / "pipeline_summary.csv", table.to_csv(index=False))
     write_text(out / "pipeline_summary.md", markdown(table, ".3f"))
@@ -157,10 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         args.out.mkdir(parents=True, exist_ok=True)
         cfg = resolve_config(args, {})
+        check_eval_sets(cfg, args.config)
         if args.demo:
             data, wild = make_demo_data(args.out, cfg.seed)
-            cfg = dataclasses.replace(cfg, pipeline=dataclasses.replace(
-                cfg.pipeline, data=str(data), extra_data={"wild": str(wild)}))
+            cfg = dataclasses.replace(
+                cfg, pipeline=dataclasses.replace(cfg.pipeline, data=str(data)),
+                evaluate={**cfg.evaluate, "wild": EvalSet(data=str(wild))})
         # the steps read one file, so --set overrides reach them through a resolved copy
         resolved = args.out / "pipeline_config.toml"
         write_text(resolved, dumps(cfg))
@@ -169,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         except UserError as exc:  # also into the run's log
             log(f"error: {exc}")
             return 2
-            log(f"pipeline finished in {(time.perf_counter() - t0) / 60:.1f} min; summary "
+        log(f"pipeline finished in {(time.perf_counter() - t0) / 60:.1f} min; summary "
             f"({args.out / 'pipeline_summary.md'}):\n" + markdown(table, ".3f"))
         return 0
 

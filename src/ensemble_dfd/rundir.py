@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ensemble_dfd import metrics as M
-from ensemble_dfd.config import RunConfig, load_config
+from ensemble_dfd.config import RunConfig, load_recorded
 from ensemble_dfd.ensemble.saved import LoadedMetaLearner, load_learners
 from ensemble_dfd.errors import UserError
 from ensemble_dfd.logits import (
@@ -147,7 +147,7 @@ class Run:
     def config(self) -> RunConfig:
         if not self.config_path.is_file():
             raise RunError(f"{self.path}: no {CONFIG_FILE} (is it a run folder?)")
-        return load_config(self.config_path)
+        return load_recorded(self.config_path)
 
     def trained_models(self, refs: Sequence[str] | None = None) -> dict[str, Path]:
         return trained_models(self.path, refs)

@@ -34,7 +34,7 @@ import math
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -254,8 +254,12 @@ def _extract_image(path: Path, res: InputFaces, p: PrepareConfig, mode: str,
 def _extract_video(path: Path, res: InputFaces, p: PrepareConfig, mode: str,
                    name: str | None, limits: Limits, deadline: Deadline) -> None:
     report = framelib.FrameReport(str(path))
+    every, every_seconds = p.every, p.every_seconds
+    if p.frames_per_video:  # the run's faces were N per video: the same, within the limits
+        every, every_seconds = 1, 0.0
+        limits = replace(limits, max_frames=min(limits.max_frames, p.frames_per_video))
     try:
-        for index, bgr in framelib.iter_frames_bounded(path, p.every, p.every_seconds,
+        for index, bgr in framelib.iter_frames_bounded(path, every, every_seconds,
                                                        p.max_width, report, limits, deadline):
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             res.frames_kept += 1
@@ -489,8 +493,8 @@ class Predictor:
                 "learner_kind": self.learner_kind, "threshold": self.threshold_prob,
                 "aggregate": self.aggregate, "faces_mode": self.face_mode,
                 "prepare": {k: getattr(self.prepare, k) for k in (
-                    "every", "every_seconds", "max_width", "detector", "upsample", "margin",
-                    "one_face_only", "jpeg_quality")}}
+                    "every", "every_seconds", "frames_per_video", "max_width", "detector",
+                    "upsample", "margin", "one_face_only", "jpeg_quality")}}
 
     # -- the steps -------------------------------------------------------------------
     def extract(self, path: str | Path, kind: str, name: str | None = None,

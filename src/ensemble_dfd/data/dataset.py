@@ -29,7 +29,8 @@ def parse_label(value: object, where: str) -> int:
 
 def load_dataset(location: str | Path, name: str | None = None) -> pd.DataFrame:
     """One row per image: path (``<name>/<relative path>``, the key every step joins on),
-    file (absolute), split, label (1 Real, 0 Fake), source, group.
+    file (absolute), split, label (1 Real, 0 Fake), source, group, and video (the source
+    video's id; the group where a row has none) when the manifest has that column.
 
     ``location`` is a dataset folder (read via its manifest.csv if present, else by scanning
     ``<split>/<Fake|Real>/``) or a manifest CSV whose paths are relative to its folder.
@@ -63,6 +64,8 @@ def _read_manifest(manifest: Path, root: Path) -> pd.DataFrame:
         "source": df.get("source", ""),
         "group": df["group"] if "group" in df else df["path"],
     })
+    if "video" in df:  # the source video's id, where the manifest knows it
+        out["video"] = df["video"].where(df["video"] != "", out["group"])
     absent = [p for p in out["relpath"] if not (root / p).is_file()]
     if absent:
         raise DatasetError(f"{manifest}: {len(absent)} listed file(s) missing, e.g. {absent[0]}")

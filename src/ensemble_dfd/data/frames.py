@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ensemble_dfd.errors import UserError
-from ensemble_dfd.limits import Deadline, LimitExceeded, Limits, check_pixels
+from ensemble_dfd.limits import NO_LIMITS, Deadline, LimitExceeded, Limits, check_pixels
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
                   ".flv", ".3gp", ".ts")
@@ -227,6 +227,34 @@ def iter_frames_bounded(path: str | Path, every: int, every_seconds: float, max_
         cap.release()
     if report.frames_kept == 0:
         raise VideoReadError(f"{path}: no frame could be decoded (corrupt or not a video)")
+
+
+def iter_frames_spread(path: str | Path, frames_per_video: int, max_width: int = 640,
+                       report: FrameReport | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """``frames_per_video`` frames spread uniformly over a whole video (DeepfakeBench and
+    icpr2020dfdc score 32 per video): frame ``round(k * (n - 1) / (N - 1))`` for k < N,
+    every frame of a video shorter than N.
+
+    The frames are those ``iter_frames_bounded`` picks with a step of one frame and N as its
+    frame bound (``spread_indices``), walked frame by frame as ``iter_frames`` does (exact,
+    no seeking) and without the verdict limits on pixels and time. A container that does not
+    declare its frame count is counted first with a grab-only pass.
+    """
+    if frames_per_video < 1:
+        raise ValueError(f"frames_per_video must be >= 1, got {frames_per_video}")
+    path = Path(path)
+    report = report if report is not None else FrameReport(str(path))
+    cap = open_video(path, FrameReport(str(path)))
+    try:
+        total = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        if total == 0:  # undeclared: count once
+            while cap.grab():
+                total += 1
+    finally:
+        cap.release()
+    limits = Limits(max_frames=frames_per_video, max_pixels=NO_LIMITS.max_pixels, seconds=0.0,
+                    sequential_frames=max(total, 1))
+    yield from iter_frames_bounded(path, 1, 0.0, max_width, report, limits)
 
 
 def _walk_frames(cap: cv2.VideoCapture, every: int, every_seconds: float, max_width: int,

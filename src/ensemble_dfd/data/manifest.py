@@ -18,7 +18,9 @@ import pandas as pd
 from ensemble_dfd import CLASS_NAMES
 
 SPLITS = ("train", "validation", "test")
-MANIFEST_COLUMNS = ("path", "split", "label", "source", "group", "width", "height", "sha256")
+# video: the source video's id (the unit of video-level scores), written when known
+MANIFEST_COLUMNS = ("path", "split", "label", "source", "group", "video", "width", "height",
+                    "sha256")
 
 
 # ---------------------------------------------------------------- groups
@@ -155,8 +157,10 @@ def layout_paths(names: Sequence[str], splits: Sequence[str], labels: Sequence[i
 
 
 def manifest_frame(rows: pd.DataFrame) -> pd.DataFrame:
-    """The manifest columns in order, labels written as Real/Fake, sorted by path."""
-    out = rows.loc[:, list(MANIFEST_COLUMNS)].copy()
+    """The manifest columns in order (``video`` only when ``rows`` has it), labels written
+    as Real/Fake, sorted by path."""
+    cols = [c for c in MANIFEST_COLUMNS if c != "video" or c in rows.columns]
+    out = rows.loc[:, cols].copy()
     out["label"] = [class_name(v) if str(v) in ("0", "1") else v for v in out["label"]]
     return out.sort_values("path", kind="stable").reset_index(drop=True)
 

@@ -11,9 +11,18 @@ Sub-commands (each usable alone)::
     stats  DATASET_DIR                              composition table + leakage check
     all    --videos DIR --labels CSV --out DIR      faces (in OUT/faces) + split + stats
 
+Frames: one every ``--every`` N frames (120, the study's), one every ``--every-seconds`` S, or
+``--frames-per-video`` N spread uniformly over each video (DeepfakeBench and icpr2020dfdc
+score 32 per video); one of the three.
+
 Face log columns: ``frames_read`` = frames the reader walked through, ``frames_kept`` = frames
-selected by --every/--every-seconds, ``faces_saved``, ``dropped_no_face``,
+selected by --every/--every-seconds/--frames-per-video, ``faces_saved``, ``dropped_no_face``,
 ``dropped_multi_face``, ``unreadable`` (bad image files), ``error``, ``status``.
+
+Crops: dlib's box (HOG by default), grown by ``--margin`` m on each side (m x the box's
+height above and below, m x its width left and right, clipped to the frame), so the crop
+is (1 + 2m) x the box. m = 0 (default) is the study's tight box; DeepfakeBench crops 1.3x a
+landmark-aligned face, i.e. m = 0.15 without the alignment, which prepare does not do.
 
 Groups (for `all` and `faces` on videos): a video is its own group, except a fake named
 ``<a>_<b>`` (FaceForensics++ style, 519_515 = video 519 with the face of 515) whose parts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +46,21 @@ class Settings:
     jpeg_quality: int = 95
     save_frames: bool = False
     detect: bool = True
+    frames_per_video: int = 0  # >0: this many frames spread over the video, not every N
 
 
 def settings_from(cfg: PrepareConfig, save_frames: bool, detect: bool = True) -> Settings:
     return Settings(cfg.every, cfg.every_seconds, cfg.max_width, cfg.detector, cfg.upsample,
-                    cfg.margin, cfg.one_face_only, cfg.jpeg_quality, save_frames, detect)
+                    cfg.margin, cfg.one_face_only, cfg.jpeg_quality, save_frames, detect,
+                    cfg.frames_per_video)
+
+
+def video_frames(path: str, s: Settings, report: framelib.FrameReport
+                 ) -> Iterator[tuple[int, np.ndarray]]:
+    """The frames of one video that `prepare` keeps: N spread over it, or every N-th."""
+    if s.frames_per_video:
+        return framelib.iter_frames_spread(path, s.frames_per_video, s.max_width, report)
+    return framelib.iter_frames(path, s.every, s.every_seconds, s.max_width, report)
 
 
 def write_jpeg(path: Path, rgb: np.ndarray, quality: int) -> None:
@@ -118,8 +128,7 @@ def process(task: VideoTask, out: str, s: Settings) -> dict[str, Any]:
         if task.path:
             report = framelib.FrameReport(task.path)
             try:
-                for index, bgr in framelib.iter_frames(task.path, s.every, s.every_seconds,
-                                                       s.max_width, report):
+                for index, bgr in video_frames(task.path, s, report):
                     handle(index, framelib.frame_name(task.video, index), bgr)
             finally:
                 row["frames_read"], row["frames_kept"] = report.frames_read, report.frames_kept

@@ -142,8 +142,9 @@ def split_items_from_faces(faces_dir: Path, problems: Problems) -> pd.DataFrame:
             continue
         rows.append({"file": str(faces_dir / rec["path"]), "name": Path(rec["path"]).name,
                      "label": parse_label(rec["label"], str(table_path)),
-                     "source": rec["source"], "group": rec["group"] or rec["video"]})
-    return pd.DataFrame(rows, columns=["file", "name", "label", "source", "group"])
+                     "source": rec["source"], "group": rec["group"] or rec["video"],
+                     "video": rec["video"]})
+    return pd.DataFrame(rows, columns=["file", "name", "label", "source", "group", "video"])
 
 
 def split_items_from_images(folder: Path, labels: pd.DataFrame, problems: Problems,
