@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ensemble_dfd import logits as store
+from ensemble_dfd import memory
 from ensemble_dfd.cli_common import make_logger, run_main
 from ensemble_dfd.data.dataset import load_dataset
 from ensemble_dfd.data.images import read_rgb, stream_images
@@ -30,6 +31,15 @@ def image_table(rows: pd.DataFrame) -> pd.DataFrame:
     table = pd.concat([rows[keep].reset_index(drop=True),
                        pd.DataFrame(props)], axis=1)
     return table.loc[:, ~table.columns.duplicated()]
+
+
+def _forget_models() -> None:
+    """Drop the finished model's graph and hand freed heap back before the next model
+    (Keras keeps every loaded model's graph until its session is cleared)."""
+    import keras
+
+    keras.backend.clear_session()
+    memory.release()
 
 
 def collect(run_dir: Path, data: Path, splits: list[str] | None = None,
@@ -83,8 +93,11 @@ def collect(run_dir: Path, data: Path, splits: list[str] | None = None,
                                     "logit": z}))
         acc = {s: float(((g["logit"] > 0) == (g["label"] == 1)).mean())
                for s, g in frames[-1].groupby("split")}
+        del model
+        _forget_models()
         log(f"collect {ref}: {len(df)} images at {size} px, accuracy "
-            + ", ".join(f"{s} {a:.3f}" for s, a in acc.items()))
+            + ", ".join(f"{s} {a:.3f}" for s, a in acc.items())
+            + f"; RSS {memory.rss_mb():.0f} MB, peak {memory.peak_rss_mb():.0f} MB")
     logits = pd.concat(frames, ignore_index=True)
     store.write_store(run_dir, logits, image_table(df), overwrite=overwrite)
     return logits
