@@ -63,7 +63,8 @@ def record_config(run_dir: Path, cfg: RunConfig, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         recorded = load_config(path)
         same_models = dataclasses.replace(recorded.train, models=cfg.train.models)
-        recorded = dataclasses.replace(recorded, train=same_models, pipeline=cfg.pipeline)
+        recorded = dataclasses.replace(recorded, train=same_models, pipeline=cfg.pipeline,
+                                       stack=cfg.stack)
         if recorded != cfg:
             raise RunExistsError(
                 f"{path}: this run folder was made with a different config; use another "

@@ -92,6 +92,14 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class StackConfig:
+    """The comparison of `python -m ensemble_dfd.stack` (its flags override these)."""
+
+    video_aggregate: str = "mean_logit"  # frame logits -> video: mean_logit, mean_prob, confident
+    min_effect: float = 0.03  # a split is large enough to judge a claim if its mdd_acc <= this
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = "run"
     seed: int = 1234
@@ -100,6 +108,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    stack: StackConfig = field(default_factory=StackConfig)
 
 
 def _coerce(cls: type, name: str, value: Any) -> Any:
@@ -139,7 +148,8 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
             raise ConfigError(f"unknown key '{where}{key}' (known: {', '.join(known)})")
         sub = known[key].type
         sub_cls = {"PrepareConfig": PrepareConfig, "DataConfig": DataConfig,
-                   "TrainConfig": TrainConfig, "PipelineConfig": PipelineConfig}.get(str(sub))
+                   "TrainConfig": TrainConfig, "PipelineConfig": PipelineConfig,
+                   "StackConfig": StackConfig}.get(str(sub))
         if sub_cls is not None:
             if not isinstance(value, dict):
                 raise ConfigError(f"'{where}{key}' must be a table")
@@ -246,6 +256,11 @@ def validate(cfg: RunConfig) -> None:
         validate(dataclasses.replace(cfg, train=one))
     if cfg.train.epochs_frozen < 0 or cfg.train.epochs_finetune < 0:
         raise ConfigError("train.epochs_* must be >= 0")
+    if cfg.stack.video_aggregate not in ("mean_logit", "mean_prob", "confident"):
+        raise ConfigError("stack.video_aggregate must be mean_logit, mean_prob or confident, "
+                          f"got {cfg.stack.video_aggregate!r}")
+    if not 0.0 < cfg.stack.min_effect < 1.0:
+        raise ConfigError(f"stack.min_effect must be in (0, 1), got {cfg.stack.min_effect}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -179,6 +179,48 @@ def ece(y: np.ndarray, prob: np.ndarray, n_bins: int = 15) -> float:
     return float(np.abs(sy - sp).sum() / y.size)
 
 
+def _score_blocks(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Descending order of the scores and the last position of each distinct-score block."""
+    order = np.argsort(-score, kind="mergesort")
+    s = score[order]
+    return order, np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1]
+
+
+def average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """Average precision of ``score`` for the positive label 1, as scikit-learn's
+    average_precision_score computes it: sum over distinct thresholds (descending) of
+    (R_k - R_{k-1}) * P_k, ties in one step; NaN without positives."""
+    y, score = _check_pair(y, score)
+    if not y.any():
+        return float("nan")
+    order, last = _score_blocks(score)
+    tps = np.cumsum(y[order])[last].astype(np.float64)
+    fps = (last + 1) - tps
+    prec, rec = tps / (tps + fps), tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, rec]) * prec))
+
+
+def fake_ap(y: np.ndarray, z: np.ndarray) -> float:
+    """AP of detecting fakes (positive = Fake, score = -logit): what the field reports as AP
+    (DeepfakeBench labels fakes 1), unlike this module's Real-positive counts."""
+    return average_precision(1 - np.asarray(y), -np.asarray(z, dtype=np.float64))
+
+
+def eer(y: np.ndarray, score: np.ndarray) -> float:
+    """Equal error rate: where the (linearly interpolated) ROC curve crosses FNR = FPR, the
+    value brentq(lambda x: 1 - x - interp(x, fpr, tpr), 0, 1) gives; NaN for one class."""
+    y, score = _check_pair(y, score)
+    if np.unique(y).size < 2:
+        return float("nan")
+    fpr, tpr, _ = roc_points(y, score)
+    d = (1.0 - tpr) - fpr  # 1 at the strictest threshold, -1 at the loosest
+    i = int(np.flatnonzero(d <= 0)[0])
+    if d[i] == 0:
+        return float(fpr[i])
+    t = d[i - 1] / (d[i - 1] - d[i])
+    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
+
+
 def evaluate(y: np.ndarray, z: np.ndarray, threshold: float = 0.0) -> dict[str, float]:
     """Everything the comparison table reports for one predictor on one split.
 
@@ -188,6 +230,8 @@ def evaluate(y: np.ndarray, z: np.ndarray, threshold: float = 0.0) -> dict[str, 
     p = sigmoid(z)
     out["n"] = int(y.size)
     out["auc"] = roc_auc(y, z)
+    out["ap"] = fake_ap(y, z)
+    out["eer"] = eer(y, z)
     out["logloss"] = log_loss_from_logits(y, z)
     out["brier"] = brier(y, p)
     out["ece"] = ece(y, p)
@@ -323,6 +367,7 @@ class BootstrapSamples:
     acc: np.ndarray
     auc: np.ndarray
     mcc: np.ndarray
+    ap: np.ndarray | None = None  # fake-class AP (see fake_ap)
 
     def ci(self, metric: str, alpha: float = 0.05) -> tuple[float, float]:
         return percentile_ci(getattr(self, metric), alpha)
@@ -358,7 +403,33 @@ def bootstrap_samples(y: np.ndarray, z: np.ndarray, codes: np.ndarray, counts: n
     r = rates(tp, tn, fp, fn)
 
     auc = _bootstrap_auc(yb, z, codes, counts, chunk_elems, n_jobs)
-    return BootstrapSamples(acc=r["acc"], auc=auc, mcc=r["mcc"])
+    ap = _bootstrap_ap(~yb, -z, codes, counts, chunk_elems)
+    return BootstrapSamples(acc=r["acc"], auc=auc, mcc=r["mcc"], ap=ap)
+
+
+def _bootstrap_ap(pos: np.ndarray, score: np.ndarray, codes: np.ndarray, counts: np.ndarray,
+                  chunk_elems: int) -> np.ndarray:
+    """average_precision with each image weighted by its group's count, per resample:
+    cumulative weights in descending score order, read at the end of each tie block."""
+    n_boot = counts.shape[0]
+    out = np.full(n_boot, np.nan)
+    if not pos.any():
+        return out
+    order, last = _score_blocks(score)
+    oc, op = codes[order], pos[order]
+    cf = counts.astype(np.float64)
+    step = max(1, chunk_elems // max(1, score.size))
+    for lo in range(0, n_boot, step):
+        w = cf[lo:lo + step][:, oc]
+        tps = np.cumsum(w * op, axis=1)[:, last]
+        alls = np.cumsum(w, axis=1)[:, last]
+        P = tps[:, -1:]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prec = np.where(alls > 0, tps / np.where(alls > 0, alls, 1.0), 0.0)
+            rec = tps / P
+            dr = np.diff(rec, axis=1, prepend=0.0)
+            out[lo:lo + step] = np.where(P[:, 0] > 0, (dr * prec).sum(axis=1), np.nan)
+    return out
 
 
 def _bootstrap_auc(yb: np.ndarray, z: np.ndarray, codes: np.ndarray, counts: np.ndarray,

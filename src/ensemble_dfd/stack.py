@@ -22,12 +22,20 @@ import pandas as pd
 
 from ensemble_dfd import metrics as M
 from ensemble_dfd.cli_common import run_main, say_done
-from ensemble_dfd.comparison import StackError, compare, load_groups, warn_shared_groups
+from ensemble_dfd.comparison import (
+    StackError,
+    compare,
+    load_groups,
+    load_image_columns,
+    warn_shared_groups,
+)
+from ensemble_dfd.config import StackConfig
 from ensemble_dfd.ensemble import META_LEARNERS
 from ensemble_dfd.logits import StoreError, logit_matrix, model_sort_key, read_store
 from ensemble_dfd.reports.comparison import write_stack
 from ensemble_dfd.rundir import FIT_SPLIT, OOF_SPLIT, Run
 from ensemble_dfd.runio import guard_overwrite, staged_dir
+from ensemble_dfd.videolevel import AGGREGATES
 
 
 def _log(msg: str) -> None:
@@ -51,6 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bootstrap", type=int, default=1000, help="group resamples for CIs (0: none)")
     p.add_argument("--folds", type=int, default=5, help="grouped folds for out-of-fold scores")
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--video-aggregate", choices=AGGREGATES,
+                   help="frame logits -> video logit (default: the run config's "
+                        "stack.video_aggregate, mean_logit)")
+    p.add_argument("--min-effect", type=float,
+                   help="a split is large enough to judge a claim when its minimum detectable "
+                        "ΔACC is <= this (default: the run config's stack.min_effect, 0.03)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing RUN_DIR/stack")
     return p.parse_args(argv)
 
@@ -98,7 +112,13 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> pd.DataFrame
     _log(f"{len(models)} models, {len(learners)} meta-learners; fit on {FIT_SPLIT} "
          f"({mats[FIT_SPLIT].y.size} images, {np.unique(groups[FIT_SPLIT]).size} groups), "
          f"evaluate on {', '.join([OOF_SPLIT, *eval_splits])}")
-    result = compare(mats, groups, learners, rule, args.bootstrap, args.folds, args.seed, _log)
+    sc = rd.config().stack if rd.config_path.is_file() else StackConfig()
+    min_effect = args.min_effect if args.min_effect is not None else sc.min_effect
+    if not 0.0 < min_effect < 1.0:
+        raise StackError(f"--min-effect must be in (0, 1), got {min_effect}")
+    result = compare(mats, groups, learners, rule, args.bootstrap, args.folds, args.seed, _log,
+                     load_image_columns(rd.path, mats), args.video_aggregate or sc.video_aggregate,
+                     min_effect)
     _log(f"evaluated {len(result.split_scores)} splits x {len(result.kinds)} predictors "
          f"({args.bootstrap} group resamples) in {time.time() - t0:.1f}s")
     runs = sorted(df["run"].astype(str).unique().tolist())
