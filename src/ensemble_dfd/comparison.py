@@ -154,7 +154,8 @@ def evaluate_split(ss: SplitScores, kinds: dict[str, str], thresholds: dict[str,
     minimum detectable size (power.mdd) and the exact McNemar test against `best` (the best
     single model chosen on validation)."""
     codes, n_groups = M.group_codes(ss.groups)
-    counts = M.bootstrap_counts(n_groups, n_boot, seed) if n_boot > 0 else None
+    counts = (M.bootstrap_counts(n_groups, n_boot, seed).astype(np.float32) if n_boot > 0
+              else None)
     boot: dict[str, M.BootstrapSamples] = {}
     rows = []
     n_real = int(ss.y.sum())
@@ -263,9 +264,19 @@ def evaluate_all(split_scores: dict[str, SplitScores], kinds: dict[str, str],
     first, with the seeds they always had)."""
     tables = []
     for i, ss in enumerate(split_scores.values()):
+        frame_rows: dict[str, tuple[int, pd.DataFrame]] = {}
         for j, sub in enumerate(ss.breakdown(video_aggregate)):
-            tables.append(evaluate_split(sub, kinds, thresholds, best, n_boot,
-                                         seed + i + 1000 * j, warn=j == 0))
+            twin = frame_rows.get(sub.source) if sub.level == "video" else None
+            if twin is not None and sub.y.size == twin[0]:
+                # one frame per video: the video rows are the frame rows (the aggregate of
+                # one logit is that logit), so no second bootstrap
+                tables.append(twin[1].assign(level="video"))
+                continue
+            t = evaluate_split(sub, kinds, thresholds, best, n_boot, seed + i + 1000 * j,
+                               warn=j == 0)
+            if sub.level == "frame":
+                frame_rows[sub.source] = (sub.y.size, t)
+            tables.append(t)
     return pd.concat(tables, ignore_index=True)[COLUMNS]
 
 

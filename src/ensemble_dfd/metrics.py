@@ -386,71 +386,51 @@ def percentile_ci(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float
 def bootstrap_samples(y: np.ndarray, z: np.ndarray, codes: np.ndarray, counts: np.ndarray,
                       threshold: float = 0.0, chunk_elems: int = 2_000_000,
                       n_jobs: int = 1) -> BootstrapSamples:
-    """ACC, MCC and AUC on every group resample in ``counts`` (from ``bootstrap_counts``).
+    """ACC, MCC, AUC and the fake-class AP on every group resample in ``counts`` (from
+    ``bootstrap_counts``; a float32 copy of it is accepted and saves a conversion per call).
 
     Each image weighs as often as its group was drawn. Counts-based metrics reduce to a
-    (B x G) @ (G x 4) product; AUC needs a weighted Mann-Whitney sum per resample, done in
+    (B x G) @ (G x 4) product; AUC and AP need weighted cumulative sums per resample, done in
     chunks of resamples on the score-sorted images so memory stays bounded."""
     y, z = _check_pair(y, z)
     codes = np.asarray(codes)
     n_groups = counts.shape[1]
+    cf = counts if counts.dtype == np.float32 else counts.astype(np.float32)
     pred = z > threshold
     yb = y.astype(bool)
     cell = np.stack([yb & pred, ~yb & ~pred, ~yb & pred, yb & ~pred], axis=1).astype(np.float64)
     per_group = np.stack([np.bincount(codes, weights=cell[:, k], minlength=n_groups)
                           for k in range(4)], axis=1)
-    tp, tn, fp, fn = (counts @ per_group).T
+    # float32 BLAS is exact here: counts and per-group cells are integers far below 2**24
+    tp, tn, fp, fn = (cf @ per_group.astype(np.float32)).astype(np.float64).T
     r = rates(tp, tn, fp, fn)
-
-    auc = _bootstrap_auc(yb, z, codes, counts, chunk_elems, n_jobs)
-    ap = _bootstrap_ap(~yb, -z, codes, counts, chunk_elems)
+    auc, ap = _bootstrap_auc_ap(yb, z, codes, cf, chunk_elems, n_jobs)
     return BootstrapSamples(acc=r["acc"], auc=auc, mcc=r["mcc"], ap=ap)
 
 
-def _bootstrap_ap(pos: np.ndarray, score: np.ndarray, codes: np.ndarray, counts: np.ndarray,
-                  chunk_elems: int) -> np.ndarray:
-    """average_precision with each image weighted by its group's count, per resample:
-    cumulative weights in descending score order, read at the end of each tie block."""
-    n_boot = counts.shape[0]
-    out = np.full(n_boot, np.nan)
-    if not pos.any():
-        return out
-    order, last = _score_blocks(score)
-    oc, op = codes[order], pos[order]
-    cf = counts.astype(np.float64)
-    step = max(1, chunk_elems // max(1, score.size))
-    for lo in range(0, n_boot, step):
-        w = cf[lo:lo + step][:, oc]
-        tps = np.cumsum(w * op, axis=1)[:, last]
-        alls = np.cumsum(w, axis=1)[:, last]
-        P = tps[:, -1:]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            prec = np.where(alls > 0, tps / np.where(alls > 0, alls, 1.0), 0.0)
-            rec = tps / P
-            dr = np.diff(rec, axis=1, prepend=0.0)
-            out[lo:lo + step] = np.where(P[:, 0] > 0, (dr * prec).sum(axis=1), np.nan)
-    return out
+def _bootstrap_auc_ap(yb: np.ndarray, z: np.ndarray, codes: np.ndarray, cf: np.ndarray,
+                      chunk_elems: int, n_jobs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted Mann-Whitney AUC (Real positive) and fake-class AP for every resample.
 
-
-def _bootstrap_auc(yb: np.ndarray, z: np.ndarray, codes: np.ndarray, counts: np.ndarray,
-                   chunk_elems: int, n_jobs: int = 1) -> np.ndarray:
-    """Weighted Mann-Whitney AUC for every resample (row of counts).
-
-    With negatives sorted by score, CN[:, k] = weight of the k lowest negatives; a positive
-    with a negatives strictly below it and b at or below it then contributes
-    w * (CN[a] + CN[b]) / 2, ties counted half. Work per resample is a gather, a cumsum
-    and a dot product: O(n), in float32 to halve memory traffic."""
-    neg_scores = np.sort(z[~yb], kind="mergesort")
-    neg_codes = codes[~yb][np.argsort(z[~yb], kind="mergesort")]
-    pos_codes = codes[yb]
-    a = np.searchsorted(neg_scores, z[yb], side="left")
-    b = np.searchsorted(neg_scores, z[yb], side="right")
+    AUC: with negatives (fakes) sorted by score, CN[:, k] = weight of the k lowest; a real
+    with a fakes strictly below it and b at or below it contributes w * (CN[a] + CN[b]) / 2.
+    AP of fakes (score -z): a fake's precision is TP / (TP + FP) over everything with
+    z <= its z (ties share their block's value, as in scikit-learn): TP = CN[b'] and FP =
+    CP[c'] read from the same CN and the reals' CP. Work per resample: gathers, two cumsums
+    and two dot products, O(n), in float32 to halve memory traffic."""
+    order_n = np.argsort(z[~yb], kind="mergesort")
+    neg_scores, neg_codes = z[~yb][order_n], codes[~yb][order_n]
+    order_p = np.argsort(z[yb], kind="mergesort")
+    pos_scores, pos_codes = z[yb][order_p], codes[yb][order_p]
+    a = np.searchsorted(neg_scores, pos_scores, side="left")
+    b = np.searchsorted(neg_scores, pos_scores, side="right")
+    tp_at = np.searchsorted(neg_scores, neg_scores, side="right")  # fakes with z <= each fake
+    fp_at = np.searchsorted(pos_scores, neg_scores, side="right")  # reals with z <= it
     ties = bool(np.any(a != b))
-    n_boot = counts.shape[0]
-    auc = np.full(n_boot, np.nan)
-    if neg_scores.size == 0 or pos_codes.size == 0:
-        return auc
-    cf = counts.astype(np.float32)
+    n_boot = cf.shape[0]
+    auc, ap = np.full(n_boot, np.nan), np.full(n_boot, np.nan)
+    if neg_scores.size == 0:
+        return auc, ap
     step = max(1, chunk_elems // max(1, z.size))
 
     def chunk(lo: int) -> None:
@@ -458,14 +438,24 @@ def _bootstrap_auc(yb: np.ndarray, z: np.ndarray, codes: np.ndarray, counts: np.
         wn = c[:, neg_codes]
         cn = np.zeros((c.shape[0], wn.shape[1] + 1), dtype=np.float32)
         np.cumsum(wn, axis=1, out=cn[:, 1:])
+        wp = c[:, pos_codes]
+        cp = np.zeros((c.shape[0], wp.shape[1] + 1), dtype=np.float32)
+        np.cumsum(wp, axis=1, out=cp[:, 1:])
+        P = cp[:, -1].astype(np.float64)
+        N = cn[:, -1].astype(np.float64)
+        tp = cn[:, tp_at]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prec = tp / (tp + cp[:, fp_at])
+            prec[~np.isfinite(prec)] = 0.0  # only where the fake's own weight is 0
+            ap[lo:lo + step] = np.where(N > 0, np.einsum("ij,ij->i", wn, prec,
+                                                         dtype=np.float64) / N, np.nan)
+        if pos_codes.size == 0:
+            return
         below = cn[:, a]
         if ties:
             below += cn[:, b]
             below *= 0.5
-        wp = c[:, pos_codes]
         num = np.einsum("ij,ij->i", wp, below, dtype=np.float64)
-        P = wp.sum(axis=1, dtype=np.float64)
-        N = cn[:, -1].astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             auc[lo:lo + step] = np.where((P > 0) & (N > 0), num / (P * N), np.nan)
 
@@ -477,7 +467,7 @@ def _bootstrap_auc(yb: np.ndarray, z: np.ndarray, codes: np.ndarray, counts: np.
     else:
         for lo in starts:
             chunk(lo)
-    return auc
+    return auc, ap
 
 
 def bootstrap_ci(y: np.ndarray, z: np.ndarray, groups: np.ndarray, threshold: float = 0.0,
