@@ -82,7 +82,9 @@ def _planted_run(tmp_path: Path) -> Path:
     logits.loc[on_b & (logits["split"] == "test").to_numpy(), "logit"] *= -1
     run = tmp_path / "run"
     write_store(run, logits, src.reset_index())
-    (run / "config.toml").write_text('[pipeline]\ndata = "/somewhere/dfd-mini"\n')
+    (run / "config.toml").write_text('[pipeline]\ndata = "/somewhere/dfd-mini"\n\n'
+                                     '[stack]\nvideo_aggregate = "confident"\n'
+                                     'min_effect = 0.25\n')
     return run
 
 
@@ -100,7 +102,10 @@ def test_planted_source_difference_and_new_files(tmp_path):
         assert df[col].notna().any(), col
     assert ((df.eer >= 0) & (df.eer <= 1)).all()
     claims = json.loads((run / "stack" / "claims.json").read_text())
-    assert set(claims["splits"]) == {"test"} and claims["min_effect"] == 0.03
+    assert set(claims["splits"]) == {"test"} and claims["min_effect"] == 0.25  # [stack]
+    info = json.loads((run / "stack" / "stack.json").read_text())
+    assert info["video_aggregate"] == "confident" and "by `confident`" in (
+        run / "stack" / "comparison.md").read_text()
     assert claims["headline"] in (run / "stack" / "comparison.md").read_text()
     cross = pd.read_csv(run / "stack" / "cross_dataset.csv")
     assert list(cross.columns) == ["train_set", "eval_set", "level", "predictor", "n",
@@ -108,3 +113,13 @@ def test_planted_source_difference_and_new_files(tmp_path):
     assert set(cross.train_set) == {"dfd-mini"} and set(cross.eval_set) == {"test"}
     assert set(cross.level) == {"frame", "video"}
     assert set(cross.predictor) == {claims["best_single"], "soft_vote", "stack_lr"}
+
+
+def test_stack_config_is_checked(tmp_path):
+    from ensemble_dfd.config import ConfigError, load_config
+
+    assert load_config().stack.video_aggregate == "mean_logit"
+    with pytest.raises(ConfigError, match="stack.video_aggregate"):
+        load_config(overrides={"stack": {"video_aggregate": "median"}})
+    with pytest.raises(ConfigError, match="stack.min_effect"):
+        load_config(overrides={"stack": {"min_effect": 0}})

@@ -1,10 +1,14 @@
 """`python -m ensemble_dfd.stack --run RUN_DIR`: fit meta-learners on the validation logits
 and compare every single model with every ensemble on every other split.
 
-Reads RUN_DIR/logits.parquet (and RUN_DIR/images.parquet for the `group` of each image),
-writes RUN_DIR/stack/: comparison.csv/.md, weights.csv, predictions.parquet (one row per
-image, one logit column per predictor; thresholds in stack.json), roc_<split>.png,
-metrics_ci_<split>.png, learners/<name>.joblib with a JSON sidecar, stack.json, env.json.
+Reads RUN_DIR/logits.parquet (and RUN_DIR/images.parquet for the `group`, and where present
+the `video` and `source`, of each image; RUN_DIR/config.toml's [stack] section for the video
+aggregate and min_effect), writes RUN_DIR/stack/: comparison.csv/.md (rows per split, level
+frame/video and source all/each source; AP, EER, CIs, paired Δ and its minimum detectable
+size), claims.json (who beats the best single model on every split large enough to tell),
+cross_dataset.csv, weights.csv, predictions.parquet (one row per image, one logit column
+per predictor; thresholds in stack.json), roc_<split>.png, metrics_ci_<split>.png,
+learners/<name>.joblib with a JSON sidecar, stack.json, env.json.
 Rows of split `validation_oof` use out-of-fold predictions (folds grouped by video), so no
 learner is ever scored on rows it was fit on. Everything is built in a temporary folder and
 renamed into place, so an error leaves no partial output. No TensorFlow here.
@@ -90,6 +94,10 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> pd.DataFrame
         raise StackError("--folds must be >= 2")
     rd = Run(args.run)
     guard_overwrite(rd.stack_dir, args.overwrite, "stack comparison")  # fail before any work
+    sc = rd.config().stack if rd.config_path.is_file() else StackConfig()
+    min_effect = args.min_effect if args.min_effect is not None else sc.min_effect
+    if not 0.0 < min_effect < 1.0:
+        raise StackError(f"--min-effect must be in (0, 1), got {min_effect}")
     learners = _split_list(args.learners) or list(META_LEARNERS)
     unknown = [n for n in learners if n not in META_LEARNERS]
     if unknown:
@@ -112,10 +120,6 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> pd.DataFrame
     _log(f"{len(models)} models, {len(learners)} meta-learners; fit on {FIT_SPLIT} "
          f"({mats[FIT_SPLIT].y.size} images, {np.unique(groups[FIT_SPLIT]).size} groups), "
          f"evaluate on {', '.join([OOF_SPLIT, *eval_splits])}")
-    sc = rd.config().stack if rd.config_path.is_file() else StackConfig()
-    min_effect = args.min_effect if args.min_effect is not None else sc.min_effect
-    if not 0.0 < min_effect < 1.0:
-        raise StackError(f"--min-effect must be in (0, 1), got {min_effect}")
     result = compare(mats, groups, learners, rule, args.bootstrap, args.folds, args.seed, _log,
                      load_image_columns(rd.path, mats), args.video_aggregate or sc.video_aggregate,
                      min_effect)
