@@ -1,4 +1,4 @@
-"""The study's seven metrics and what the comparison adds: AUC, log-loss, Brier, ECE,
+"""The study's seven metrics and what the comparison adds: AUC, AP, EER, log-loss, Brier, ECE,
 grouped bootstrap confidence intervals, the exact McNemar test and threshold selection.
 
 Pure numpy/scipy (no scikit-learn, so the property tests that compare against it mean something).
