@@ -123,3 +123,13 @@ def test_stack_config_is_checked(tmp_path):
         load_config(overrides={"stack": {"video_aggregate": "median"}})
     with pytest.raises(ConfigError, match="stack.min_effect"):
         load_config(overrides={"stack": {"min_effect": 0}})
+
+
+def test_single_class_sources_are_scored_against_the_other_class():
+    y = np.array([1, 1, 0, 0, 0])
+    ss = SplitScores("wild", y, np.array(list("aabbc")), np.array(list("pqrst")),
+                     {"A": np.zeros(5)}, sources=np.array(["c23", "c23", "DF", "DF", "F2F"]))
+    subs = {s.source: s for s in ss.by_source()}
+    assert set(subs) == {"DF", "F2F"}  # the reals' source would be the whole split
+    assert list(subs["DF"].paths) == ["p", "q", "r", "s"]
+    assert list(subs["F2F"].y) == [1, 1, 0]

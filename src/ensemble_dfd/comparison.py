@@ -129,7 +129,8 @@ class SplitScores:
     def by_source(self) -> list[SplitScores]:
         """One subset per source (when there are at least two). A source holding a single
         class is scored against every image of the other class in the split (e.g. one
-        manipulation's fakes against all reals)."""
+        manipulation's fakes against all reals); a subset that is the whole split is left
+        out."""
         if self.sources is None:
             return []
         names = sorted(set(self.sources.tolist()))
@@ -138,7 +139,8 @@ class SplitScores:
             mask = self.sources == name
             if np.unique(self.y[mask]).size == 1:
                 mask = mask | (self.y != self.y[mask][0])
-            out.append(self.subset(mask, name))
+            if not mask.all():  # e.g. the one source of all reals: its rows would be "all"
+                out.append(self.subset(mask, name))
         return out
 
     def breakdown(self, how: str) -> list[SplitScores]:
