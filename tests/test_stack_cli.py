@@ -49,8 +49,11 @@ def test_outputs_and_columns(done, capsys):
     assert set(REQUIRED) <= set(df.columns)
     assert set(df["split"]) == {"validation_oof", "test", "wild"}
     assert set(df["kind"]) == {"single", "ensemble"}
-    assert len(df) == 3 * (4 + 4)
-    assert not df.duplicated(["split", "predictor"]).any()
+    assert set(df["level"]) == {"frame", "video"} and set(df["source"]) == {"all"}
+    assert len(df) == 2 * 3 * (4 + 4)  # one source: no per-source rows
+    assert not df.duplicated(["split", "level", "source", "predictor"]).any()
+    video = df[df.level == "video"]
+    assert (video["n"] < df.loc[df.level == "frame", "n"].to_numpy()).all()
     assert (df.tp + df.tn + df.fp + df.fn == df.n).all()
     assert ((df.acc_lo <= df.acc + 1e-12) & (df.acc <= df.acc_hi + 1e-12)).all()
     info = json.loads((out / "stack.json").read_text())
@@ -117,7 +120,7 @@ def test_threshold_fpr_and_summary(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "best single M1" in out and "=> test:" in out
     df = pd.read_csv(run / "stack" / "comparison.csv")
-    v = df[df.split == "validation_oof"]
+    v = df[(df.split == "validation_oof") & (df.level == "frame")]
     assert ((v.fp / (v.fp + v.tn)) <= 0.05 + 1e-9).all()
     assert set(df.predictor) == {"M1", "M2", "M3", "soft_vote"}
 

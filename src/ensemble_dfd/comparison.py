@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ensemble_dfd import metrics as M
+from ensemble_dfd import power
+from ensemble_dfd import videolevel as V
 from ensemble_dfd.ensemble import (
     MetaLearnerError,
     check_labels,
@@ -75,23 +77,87 @@ def warn_shared_groups(groups: dict[str, np.ndarray]) -> None:
                           stacklevel=2)
 
 
+def load_image_columns(run_dir: Path, mats: dict[str, LogitMatrix],
+                       columns: tuple[str, ...] = ("video", "source")
+                       ) -> dict[str, dict[str, np.ndarray]]:
+    """Optional per-image columns of images.parquet (`video`, `source`), aligned with each
+    split's rows; a column that is absent or has gaps is left out."""
+    ipath = run_dir / IMAGES_FILE
+    if not ipath.is_file():
+        return {s: {} for s in mats}
+    img = pd.read_parquet(ipath)
+    have = [c for c in columns if c in img.columns]
+    img = img.drop_duplicates(["split", "path"]).set_index(["split", "path"])
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for split, m in mats.items():
+        idx = pd.MultiIndex.from_arrays([np.full(len(m.paths), split, dtype=object),
+                                         np.asarray(m.paths, dtype=object)])
+        cols = img.reindex(idx)
+        out[split] = {c: cols[c].astype(str).to_numpy() for c in have
+                      if not cols[c].isna().any()}
+    return out
+
+
 @dataclass
 class SplitScores:
-    """Logit-scale scores of every predictor on one split."""
+    """Logit-scale scores of every predictor on one split (frames, or videos when
+    `level` is "video"); `videos`/`sources` come from images.parquet when it has them."""
 
     split: str
     y: np.ndarray
     groups: np.ndarray
     paths: np.ndarray
     scores: dict[str, np.ndarray]
+    videos: np.ndarray | None = None
+    sources: np.ndarray | None = None
+    level: str = "frame"
+    source: str = "all"
+
+    def subset(self, mask: np.ndarray, source: str) -> SplitScores:
+        return SplitScores(self.split, self.y[mask], self.groups[mask], self.paths[mask],
+                           {k: v[mask] for k, v in self.scores.items()}, None,
+                           None if self.sources is None else self.sources[mask],
+                           self.level, source)
+
+    def to_videos(self, how: str) -> SplitScores:
+        """Frame logits aggregated per video (see videolevel); bootstrap groups are kept."""
+        keys, codes, first = V.unit_index(V.video_units(self.groups, self.y, self.videos))
+        agg = {k: V.aggregate(v, codes, keys.size, how) for k, v in self.scores.items()}
+        return SplitScores(self.split, self.y[first], self.groups[first], keys, agg, None,
+                           None if self.sources is None else self.sources[first], "video")
+
+    def by_source(self) -> list[SplitScores]:
+        """One subset per source (when there are at least two). A source holding a single
+        class is scored against every image of the other class in the split (e.g. one
+        manipulation's fakes against all reals); a subset that is the whole split is left
+        out."""
+        if self.sources is None:
+            return []
+        names = sorted(set(self.sources.tolist()))
+        out = []
+        for name in names if len(names) > 1 else []:
+            mask = self.sources == name
+            if np.unique(self.y[mask]).size == 1:
+                mask = mask | (self.y != self.y[mask][0])
+            if not mask.all():  # e.g. the one source of all reals: its rows would be "all"
+                out.append(self.subset(mask, name))
+        return out
+
+    def breakdown(self, how: str) -> list[SplitScores]:
+        """This split at frame and video level, all sources and per source."""
+        video = self.to_videos(how)
+        return [self, *self.by_source(), video, *video.by_source()]
 
 
 def evaluate_split(ss: SplitScores, kinds: dict[str, str], thresholds: dict[str, float],
-                   best: str, n_boot: int, seed: int, alpha: float = 0.05) -> pd.DataFrame:
-    """One row per predictor: counts, metrics, group-bootstrap CIs, paired differences and
-    the exact McNemar test against `best` (the best single model chosen on validation)."""
+                   best: str, n_boot: int, seed: int, alpha: float = 0.05,
+                   warn: bool = True) -> pd.DataFrame:
+    """One row per predictor: counts, metrics, group-bootstrap CIs, paired differences, their
+    minimum detectable size (power.mdd) and the exact McNemar test against `best` (the best
+    single model chosen on validation)."""
     codes, n_groups = M.group_codes(ss.groups)
-    counts = M.bootstrap_counts(n_groups, n_boot, seed) if n_boot > 0 else None
+    counts = (M.bootstrap_counts(n_groups, n_boot, seed).astype(np.float32) if n_boot > 0
+              else None)
     boot: dict[str, M.BootstrapSamples] = {}
     rows = []
     n_real = int(ss.y.sum())
@@ -102,21 +168,22 @@ def evaluate_split(ss: SplitScores, kinds: dict[str, str], thresholds: dict[str,
             # one warning per split below, not one per predictor
             warnings.simplefilter("ignore", M.OneClassWarning)
             r = M.evaluate(ss.y, z, thr)
-        row: dict[str, Any] = {"split": ss.split, "predictor": name, "kind": kinds[name],
+        row: dict[str, Any] = {"split": ss.split, "level": ss.level, "source": ss.source,
+                               "predictor": name, "kind": kinds[name],
                                "threshold": thr, "n": r.pop("n"), "n_groups": n_groups,
                                "n_real": n_real, "n_fake": int(ss.y.size - n_real)}
         row.update(r)
         if counts is not None:
             bs = M.bootstrap_samples(ss.y, z, codes, counts, thr)
             boot[name] = bs
-            for m in M.CI_METRICS:
+            for m in (*M.CI_METRICS, "ap"):
                 row[f"{m}_lo"], row[f"{m}_hi"] = bs.ci(m, alpha)
         else:
-            for m in M.CI_METRICS:
+            for m in (*M.CI_METRICS, "ap"):
                 row[f"{m}_lo"] = row[f"{m}_hi"] = float("nan")
         rows.append(row)
     df = pd.DataFrame(rows)
-    if one_class:
+    if one_class and warn:
         warnings.warn(f"split {ss.split} holds only {'Real' if n_real else 'Fake'} images: "
                       "AUC is undefined (NaN) and MCC is 0 by convention", stacklevel=2)
     # paired comparisons with the best single model, on the same resamples
@@ -136,6 +203,9 @@ def evaluate_split(ss: SplitScores, kinds: dict[str, str], thresholds: dict[str,
                     getattr(boot[name], m) - getattr(boot[best], m), alpha)
             else:
                 e[f"d_{m}_lo"] = e[f"d_{m}_hi"] = float("nan")
+        for m in ("acc", "auc"):
+            e[f"mdd_{m}"] = (power.mdd(getattr(boot[name], m) - getattr(boot[best], m))
+                             if counts is not None and name != best else float("nan"))
         extra.append(e)
     df = pd.concat([df, pd.DataFrame(extra)], axis=1)
     best_hi = float(df.loc[df.predictor == best, "acc_hi"].iloc[0])
@@ -144,12 +214,13 @@ def evaluate_split(ss: SplitScores, kinds: dict[str, str], thresholds: dict[str,
     return df
 
 
-COLUMNS = ["split", "predictor", "kind", "threshold", "n", "n_groups", "n_real", "n_fake",
-           "tp", "tn", "fp", "fn", "acc", "tpr", "tnr", "ppv", "npv", "f1", "mcc", "auc",
-           "logloss", "brier", "ece", "acc_lo", "acc_hi", "auc_lo", "auc_hi", "mcc_lo",
-           "mcc_hi", "vs", "mcnemar_b", "mcnemar_c", "mcnemar_p", "d_acc", "d_acc_lo",
-           "d_acc_hi", "d_auc", "d_auc_lo", "d_auc_hi", "d_mcc", "d_mcc_lo", "d_mcc_hi",
-           "beats_best", "acc_lo_above_best_hi"]
+COLUMNS = ["split", "level", "source", "predictor", "kind", "threshold", "n", "n_groups",
+           "n_real", "n_fake", "tp", "tn", "fp", "fn", "acc", "tpr", "tnr", "ppv", "npv", "f1",
+           "mcc", "auc", "ap", "eer", "logloss", "brier", "ece", "acc_lo", "acc_hi", "auc_lo",
+           "auc_hi", "mcc_lo", "mcc_hi", "ap_lo", "ap_hi", "vs", "mcnemar_b", "mcnemar_c",
+           "mcnemar_p", "d_acc", "d_acc_lo", "d_acc_hi", "d_auc", "d_auc_lo", "d_auc_hi",
+           "d_mcc", "d_mcc_lo", "d_mcc_hi", "mdd_acc", "mdd_auc", "beats_best",
+           "acc_lo_above_best_hi"]
 
 
 @dataclass
@@ -167,6 +238,8 @@ class Comparison:
     table: pd.DataFrame
     n_folds: int
     fit: SplitScores  # the fit split (in-sample base-model logits, labels, groups)
+    claims: dict[str, Any] = field(default_factory=dict)  # power.claims (stack/claims.json)
+    video_aggregate: str = "mean_logit"
 
     @property
     def recommended(self) -> str | None:
@@ -186,12 +259,42 @@ def fit_learners(learners: list[str], val: LogitMatrix, groups: np.ndarray, n_fo
     return fitted, oof, len(folds)
 
 
+def evaluate_all(split_scores: dict[str, SplitScores], kinds: dict[str, str],
+                 thresholds: dict[str, float], best: str, n_boot: int, seed: int,
+                 video_aggregate: str) -> pd.DataFrame:
+    """Every split at frame and video level, all sources and per source (frame/all rows
+    first, with the seeds they always had)."""
+    tables = []
+    for i, ss in enumerate(split_scores.values()):
+        frame_rows: dict[str, tuple[int, pd.DataFrame]] = {}
+        for j, sub in enumerate(ss.breakdown(video_aggregate)):
+            twin = frame_rows.get(sub.source) if sub.level == "video" else None
+            if twin is not None and sub.y.size == twin[0]:
+                # one frame per video: the video rows are the frame rows (the aggregate of
+                # one logit is that logit), so no second bootstrap
+                tables.append(twin[1].assign(level="video"))
+                continue
+            t = evaluate_split(sub, kinds, thresholds, best, n_boot, seed + i + 1000 * j,
+                               warn=j == 0)
+            if sub.level == "frame":
+                frame_rows[sub.source] = (sub.y.size, t)
+            tables.append(t)
+    return pd.concat(tables, ignore_index=True)[COLUMNS]
+
+
 def compare(mats: dict[str, LogitMatrix], groups: dict[str, np.ndarray], learners: list[str],
             rule: str, n_boot: int, n_folds: int, seed: int,
-            log: Callable[[str], None] = lambda msg: None) -> Comparison:
+            log: Callable[[str], None] = lambda msg: None,
+            extras: dict[str, dict[str, np.ndarray]] | None = None,
+            video_aggregate: str = "mean_logit",
+            min_effect: float = power.DEFAULT_MIN_EFFECT) -> Comparison:
     """Fit the meta-learners on FIT_SPLIT, choose thresholds and the best single model there,
     and score every single model and ensemble on every other split (out-of-fold on the fit
-    split) with grouped-bootstrap CIs and paired tests against the best single model."""
+    split) with grouped-bootstrap CIs and paired tests against the best single model, at
+    frame and video level and per source (`extras`: per split, images.parquet's `video` and
+    `source` columns where present). Video rows use the frame thresholds."""
+    V.check_aggregate(video_aggregate)
+    extras = extras or {}
     val, gval = mats[FIT_SPLIT], groups[FIT_SPLIT]
     models = list(val.models)
     try:
@@ -206,16 +309,21 @@ def compare(mats: dict[str, LogitMatrix], groups: dict[str, np.ndarray], learner
     val_scores = {m: val.X[:, k] for k, m in enumerate(models)} | oof
     thresholds = {n: M.choose_threshold(rule, val.y, z) for n, z in val_scores.items()}
     best = choose_best_single(val.y, val.X, models, thresholds)
-    split_scores = {OOF_SPLIT: SplitScores(OOF_SPLIT, val.y, gval, val.paths, val_scores)}
+    ex = extras.get(FIT_SPLIT, {})
+    split_scores = {OOF_SPLIT: SplitScores(OOF_SPLIT, val.y, gval, val.paths, val_scores,
+                                           ex.get("video"), ex.get("source"))}
     for s, mat in mats.items():
         if s == FIT_SPLIT:
             continue
         sc = {m: mat.X[:, k] for k, m in enumerate(models)}
         sc |= {n: est.decision_function(mat.X) for n, est in fitted.items()}
-        split_scores[s] = SplitScores(s, mat.y, groups[s], mat.paths, sc)
-    tables = [evaluate_split(ss, kinds, thresholds, best, n_boot, seed + i)
-              for i, ss in enumerate(split_scores.values())]
-    table = pd.concat(tables, ignore_index=True)[COLUMNS]
+        ex = extras.get(s, {})
+        split_scores[s] = SplitScores(s, mat.y, groups[s], mat.paths, sc, ex.get("video"),
+                                      ex.get("source"))
+    t0 = time.time()
+    table = evaluate_all(split_scores, kinds, thresholds, best, n_boot, seed, video_aggregate)
+    log(f"scored {len(table)} rows (frame/video level, per source) in {time.time() - t0:.1f}s")
     fit = SplitScores(FIT_SPLIT, val.y, gval, val.paths, {})
     return Comparison(models, learners, rule, fitted, thresholds, best, kinds, split_scores,
-                      table, folds, fit)
+                      table, folds, fit, power.claims(table, best, min_effect),
+                      video_aggregate)

@@ -123,6 +123,14 @@ class EvalSet:
 
 
 @dataclass(frozen=True)
+class StackConfig:
+    """The comparison of `python -m ensemble_dfd.stack` (its flags override these)."""
+
+    video_aggregate: str = "mean_logit"  # frame logits -> video: mean_logit, mean_prob, confident
+    min_effect: float = 0.03  # a split is large enough to judge a claim if its mdd_acc <= this
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = "run"
     seed: int = 1234
@@ -132,6 +140,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     evaluate: dict[str, EvalSet] = field(default_factory=dict)  # split name -> set
+    stack: StackConfig = field(default_factory=StackConfig)
 
 
 def _coerce(cls: type, name: str, value: Any, key: str = "") -> Any:
@@ -181,7 +190,8 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
             raise ConfigError(f"unknown key '{where}{key}' (known: {', '.join(known)})")
         sub = known[key].type
         sub_cls = {"PrepareConfig": PrepareConfig, "DataConfig": DataConfig,
-                   "TrainConfig": TrainConfig, "PipelineConfig": PipelineConfig}.get(str(sub))
+                   "TrainConfig": TrainConfig, "PipelineConfig": PipelineConfig,
+                   "StackConfig": StackConfig}.get(str(sub))
         if str(sub) == "dict[str, EvalSet]":
             kwargs[key] = _build_evaluate(value, f"{where}{key}")
         elif sub_cls is not None:
@@ -355,6 +365,11 @@ def validate(cfg: RunConfig) -> None:
         validate(dataclasses.replace(cfg, train=one))
     if cfg.train.epochs_frozen < 0 or cfg.train.epochs_finetune < 0:
         raise ConfigError("train.epochs_* must be >= 0")
+    if cfg.stack.video_aggregate not in ("mean_logit", "mean_prob", "confident"):
+        raise ConfigError("stack.video_aggregate must be mean_logit, mean_prob or confident, "
+                          f"got {cfg.stack.video_aggregate!r}")
+    if not 0.0 < cfg.stack.min_effect < 1.0:
+        raise ConfigError(f"stack.min_effect must be in (0, 1), got {cfg.stack.min_effect}")
     _validate_prepare(cfg.prepare)
     reserved = {cfg.data.train_split, cfg.data.validation_split, *cfg.data.eval_splits,
                 "validation_oof"}

@@ -1,4 +1,4 @@
-"""The study's seven metrics and what the comparison adds: AUC, log-loss, Brier, ECE,
+"""The study's seven metrics and what the comparison adds: AUC, AP, EER, log-loss, Brier, ECE,
 grouped bootstrap confidence intervals, the exact McNemar test and threshold selection.
 
 Pure numpy/scipy (no scikit-learn, so the property tests that compare against it mean something).
@@ -179,6 +179,48 @@ def ece(y: np.ndarray, prob: np.ndarray, n_bins: int = 15) -> float:
     return float(np.abs(sy - sp).sum() / y.size)
 
 
+def _score_blocks(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Descending order of the scores and the last position of each distinct-score block."""
+    order = np.argsort(-score, kind="mergesort")
+    s = score[order]
+    return order, np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1]
+
+
+def average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """Average precision of ``score`` for the positive label 1, as scikit-learn's
+    average_precision_score computes it: sum over distinct thresholds (descending) of
+    (R_k - R_{k-1}) * P_k, ties in one step; NaN without positives."""
+    y, score = _check_pair(y, score)
+    if not y.any():
+        return float("nan")
+    order, last = _score_blocks(score)
+    tps = np.cumsum(y[order])[last].astype(np.float64)
+    fps = (last + 1) - tps
+    prec, rec = tps / (tps + fps), tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, rec]) * prec))
+
+
+def fake_ap(y: np.ndarray, z: np.ndarray) -> float:
+    """AP of detecting fakes (positive = Fake, score = -logit): what the field reports as AP
+    (DeepfakeBench labels fakes 1), unlike this module's Real-positive counts."""
+    return average_precision(1 - np.asarray(y), -np.asarray(z, dtype=np.float64))
+
+
+def eer(y: np.ndarray, score: np.ndarray) -> float:
+    """Equal error rate: where the (linearly interpolated) ROC curve crosses FNR = FPR, the
+    value brentq(lambda x: 1 - x - interp(x, fpr, tpr), 0, 1) gives; NaN for one class."""
+    y, score = _check_pair(y, score)
+    if np.unique(y).size < 2:
+        return float("nan")
+    fpr, tpr, _ = roc_points(y, score)
+    d = (1.0 - tpr) - fpr  # 1 at the strictest threshold, -1 at the loosest
+    i = int(np.flatnonzero(d <= 0)[0])
+    if d[i] == 0:
+        return float(fpr[i])
+    t = d[i - 1] / (d[i - 1] - d[i])
+    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
+
+
 def evaluate(y: np.ndarray, z: np.ndarray, threshold: float = 0.0) -> dict[str, float]:
     """Everything the comparison table reports for one predictor on one split.
 
@@ -188,6 +230,8 @@ def evaluate(y: np.ndarray, z: np.ndarray, threshold: float = 0.0) -> dict[str, 
     p = sigmoid(z)
     out["n"] = int(y.size)
     out["auc"] = roc_auc(y, z)
+    out["ap"] = fake_ap(y, z)
+    out["eer"] = eer(y, z)
     out["logloss"] = log_loss_from_logits(y, z)
     out["brier"] = brier(y, p)
     out["ece"] = ece(y, p)
@@ -323,6 +367,7 @@ class BootstrapSamples:
     acc: np.ndarray
     auc: np.ndarray
     mcc: np.ndarray
+    ap: np.ndarray | None = None  # fake-class AP (see fake_ap)
 
     def ci(self, metric: str, alpha: float = 0.05) -> tuple[float, float]:
         return percentile_ci(getattr(self, metric), alpha)
@@ -341,45 +386,51 @@ def percentile_ci(values: np.ndarray, alpha: float = 0.05) -> tuple[float, float
 def bootstrap_samples(y: np.ndarray, z: np.ndarray, codes: np.ndarray, counts: np.ndarray,
                       threshold: float = 0.0, chunk_elems: int = 2_000_000,
                       n_jobs: int = 1) -> BootstrapSamples:
-    """ACC, MCC and AUC on every group resample in ``counts`` (from ``bootstrap_counts``).
+    """ACC, MCC, AUC and the fake-class AP on every group resample in ``counts`` (from
+    ``bootstrap_counts``; a float32 copy of it is accepted and saves a conversion per call).
 
     Each image weighs as often as its group was drawn. Counts-based metrics reduce to a
-    (B x G) @ (G x 4) product; AUC needs a weighted Mann-Whitney sum per resample, done in
+    (B x G) @ (G x 4) product; AUC and AP need weighted cumulative sums per resample, done in
     chunks of resamples on the score-sorted images so memory stays bounded."""
     y, z = _check_pair(y, z)
     codes = np.asarray(codes)
     n_groups = counts.shape[1]
+    cf = counts if counts.dtype == np.float32 else counts.astype(np.float32)
     pred = z > threshold
     yb = y.astype(bool)
     cell = np.stack([yb & pred, ~yb & ~pred, ~yb & pred, yb & ~pred], axis=1).astype(np.float64)
     per_group = np.stack([np.bincount(codes, weights=cell[:, k], minlength=n_groups)
                           for k in range(4)], axis=1)
-    tp, tn, fp, fn = (counts @ per_group).T
+    # float32 BLAS is exact here: counts and per-group cells are integers far below 2**24
+    tp, tn, fp, fn = (cf @ per_group.astype(np.float32)).astype(np.float64).T
     r = rates(tp, tn, fp, fn)
+    auc, ap = _bootstrap_auc_ap(yb, z, codes, cf, chunk_elems, n_jobs)
+    return BootstrapSamples(acc=r["acc"], auc=auc, mcc=r["mcc"], ap=ap)
 
-    auc = _bootstrap_auc(yb, z, codes, counts, chunk_elems, n_jobs)
-    return BootstrapSamples(acc=r["acc"], auc=auc, mcc=r["mcc"])
 
+def _bootstrap_auc_ap(yb: np.ndarray, z: np.ndarray, codes: np.ndarray, cf: np.ndarray,
+                      chunk_elems: int, n_jobs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted Mann-Whitney AUC (Real positive) and fake-class AP for every resample.
 
-def _bootstrap_auc(yb: np.ndarray, z: np.ndarray, codes: np.ndarray, counts: np.ndarray,
-                   chunk_elems: int, n_jobs: int = 1) -> np.ndarray:
-    """Weighted Mann-Whitney AUC for every resample (row of counts).
-
-    With negatives sorted by score, CN[:, k] = weight of the k lowest negatives; a positive
-    with a negatives strictly below it and b at or below it then contributes
-    w * (CN[a] + CN[b]) / 2, ties counted half. Work per resample is a gather, a cumsum
-    and a dot product: O(n), in float32 to halve memory traffic."""
-    neg_scores = np.sort(z[~yb], kind="mergesort")
-    neg_codes = codes[~yb][np.argsort(z[~yb], kind="mergesort")]
-    pos_codes = codes[yb]
-    a = np.searchsorted(neg_scores, z[yb], side="left")
-    b = np.searchsorted(neg_scores, z[yb], side="right")
+    AUC: with negatives (fakes) sorted by score, CN[:, k] = weight of the k lowest; a real
+    with a fakes strictly below it and b at or below it contributes w * (CN[a] + CN[b]) / 2.
+    AP of fakes (score -z): a fake's precision is TP / (TP + FP) over everything with
+    z <= its z (ties share their block's value, as in scikit-learn): TP = CN[b'] and FP =
+    CP[c'] read from the same CN and the reals' CP. Work per resample: gathers, two cumsums
+    and two dot products, O(n), in float32 to halve memory traffic."""
+    order_n = np.argsort(z[~yb], kind="mergesort")
+    neg_scores, neg_codes = z[~yb][order_n], codes[~yb][order_n]
+    order_p = np.argsort(z[yb], kind="mergesort")
+    pos_scores, pos_codes = z[yb][order_p], codes[yb][order_p]
+    a = np.searchsorted(neg_scores, pos_scores, side="left")
+    b = np.searchsorted(neg_scores, pos_scores, side="right")
+    tp_at = np.searchsorted(neg_scores, neg_scores, side="right")  # fakes with z <= each fake
+    fp_at = np.searchsorted(pos_scores, neg_scores, side="right")  # reals with z <= it
     ties = bool(np.any(a != b))
-    n_boot = counts.shape[0]
-    auc = np.full(n_boot, np.nan)
-    if neg_scores.size == 0 or pos_codes.size == 0:
-        return auc
-    cf = counts.astype(np.float32)
+    n_boot = cf.shape[0]
+    auc, ap = np.full(n_boot, np.nan), np.full(n_boot, np.nan)
+    if neg_scores.size == 0:
+        return auc, ap
     step = max(1, chunk_elems // max(1, z.size))
 
     def chunk(lo: int) -> None:
@@ -387,14 +438,24 @@ def _bootstrap_auc(yb: np.ndarray, z: np.ndarray, codes: np.ndarray, counts: np.
         wn = c[:, neg_codes]
         cn = np.zeros((c.shape[0], wn.shape[1] + 1), dtype=np.float32)
         np.cumsum(wn, axis=1, out=cn[:, 1:])
+        wp = c[:, pos_codes]
+        cp = np.zeros((c.shape[0], wp.shape[1] + 1), dtype=np.float32)
+        np.cumsum(wp, axis=1, out=cp[:, 1:])
+        P = cp[:, -1].astype(np.float64)
+        N = cn[:, -1].astype(np.float64)
+        tp = cn[:, tp_at]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prec = tp / (tp + cp[:, fp_at])
+            prec[~np.isfinite(prec)] = 0.0  # only where the fake's own weight is 0
+            ap[lo:lo + step] = np.where(N > 0, np.einsum("ij,ij->i", wn, prec,
+                                                         dtype=np.float64) / N, np.nan)
+        if pos_codes.size == 0:
+            return
         below = cn[:, a]
         if ties:
             below += cn[:, b]
             below *= 0.5
-        wp = c[:, pos_codes]
         num = np.einsum("ij,ij->i", wp, below, dtype=np.float64)
-        P = wp.sum(axis=1, dtype=np.float64)
-        N = cn[:, -1].astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             auc[lo:lo + step] = np.where((P > 0) & (N > 0), num / (P * N), np.nan)
 
@@ -406,7 +467,7 @@ def _bootstrap_auc(yb: np.ndarray, z: np.ndarray, codes: np.ndarray, counts: np.
     else:
         for lo in starts:
             chunk(lo)
-    return auc
+    return auc, ap
 
 
 def bootstrap_ci(y: np.ndarray, z: np.ndarray, groups: np.ndarray, threshold: float = 0.0,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +28,9 @@ from ensemble_dfd.cli_common import add_config_args, make_logger, resolve_config
 from ensemble_dfd.config import ConfigError, EvalSet, RunConfig, dumps
 from ensemble_dfd.data.synthetic import make_dataset
 from ensemble_dfd.errors import UserError
+from ensemble_dfd.power import headline_rows
 from ensemble_dfd.reports.training import markdown
-from ensemble_dfd.rundir import Run, trained_models
+from ensemble_dfd.rundir import CLAIMS_FILE, Run, trained_models
 from ensemble_dfd.runio import write_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,19 +137,31 @@ def make_demo_data(out: Path, seed: int) -> tuple[Path, Path]:
 
 
 def summary_table(run_dir: Path) -> pd.DataFrame:
-    """Per split: the best single model (chosen on validation) and every ensemble."""
+    """Per split (frame level, all sources): the best single model (chosen on validation)
+    and every ensemble, with the smallest ΔACC/ΔAUC the split can detect."""
     run = Run(run_dir)
-    comp = pd.read_csv(run.stack_dir / "comparison.csv")
+    comp = headline_rows(pd.read_csv(run.stack_dir / "comparison.csv"))
     best = run.best_single(store.read_store(run_dir))
     keep = comp[(comp["kind"] == "ensemble") | (comp["predictor"] == best)]
     keep = keep[keep["split"] != "validation"]
-    for col, value in (("level", "frame"), ("source", "all")):  # one row per predictor
-        if col in keep.columns:
-            keep = keep[keep[col] == value]
     cols = [c for c in ("split", "predictor", "kind", "n", "acc", "acc_lo", "acc_hi", "auc",
-                        "auc_lo", "auc_hi", "mcc", "mcc_lo", "mcc_hi", "beats_best")
-            if c in keep.columns]
+                        "auc_lo", "auc_hi", "mcc", "mcc_lo", "mcc_hi", "d_acc_lo", "mdd_acc",
+                        "mdd_auc", "beats_best") if c in keep.columns]
     return keep[cols].reset_index(drop=True)
+
+
+def summary_header(run_dir: Path) -> str:
+    """The stack's headline and the splits too small to judge a claim (stack/claims.json);
+    empty for a stack run before claims.json existed."""
+    path = Run(run_dir).stack_dir / CLAIMS_FILE
+    if not path.is_file():
+        return ""
+    claims = json.loads(path.read_text())
+    small = [f"{s} (n={i['n']}, {i['n_groups']} groups, can detect ΔACC >= {i['mdd_acc']:.3f})"
+             for s, i in claims.get("splits", {}).items() if not i.get("large_enough")]
+    return (f"**{claims.get('headline', '')}**\n\nSplits too small to judge a claim "
+            f"(minimum detectable ΔACC > {claims.get('min_effect')}): "
+            f"{', '.join(small) if small else 'none'}.\n\n")
 
 
 def run_pipeline(cfg: RunConfig, config_path: Path, out: Path, overwrite: bool,
@@ -192,7 +206,7 @@ def run_pipeline(cfg: RunConfig, config_path: Path, out: Path, overwrite: bool,
             steps.skip("report", "finished earlier and its inputs have not changed, skipping")
     table = summary_table(out)
     write_text(out / "pipeline_summary.csv", table.to_csv(index=False))
-    write_text(out / "pipeline_summary.md", markdown(table, ".3f"))
+    write_text(out / "pipeline_summary.md", summary_header(out) + markdown(table, ".3f"))
     return table
 
 
@@ -230,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"error: {exc}")
             return 2
         log(f"pipeline finished in {(time.perf_counter() - t0) / 60:.1f} min; summary "
-            f"({args.out / 'pipeline_summary.md'}):\n" + markdown(table, ".3f"))
+            f"({args.out / 'pipeline_summary.md'}):\n" + summary_header(args.out)
+            + markdown(table, ".3f"))
         return 0
 
     return run_main(body)

@@ -29,11 +29,14 @@ from ensemble_dfd.logits import (
     logit_matrix,
     model_sort_key,
 )
+from ensemble_dfd.power import headline_rows
 from ensemble_dfd.train import DONE_FILE, MODEL_FILE
 
 CONFIG_FILE = "config.toml"
 MODELS_DIR = "models"
 STACK_DIR = "stack"
+CLAIMS_FILE = "claims.json"  # stack/claims.json: power per split, who beats the best model
+CROSS_FILE = "cross_dataset.csv"  # stack/cross_dataset.csv: train set x evaluation set AUC
 STACK_FILE = "stack.json"
 LEARNERS_DIR = "learners"
 PREDICTIONS_FILE = "predictions.parquet"
@@ -53,11 +56,25 @@ class RunError(UserError, ValueError):
 def recommend(table: pd.DataFrame, learners: Sequence[str]) -> str | None:
     """The ensemble with the best out-of-fold validation accuracy (ties: AUC) — chosen
     without looking at any split it will be judged on; predict and report default to it."""
+    table = headline_rows(table)
     oof = table[(table["split"] == OOF_SPLIT) & table["predictor"].isin(list(learners))]
     if oof.empty:
         return None
     order = oof.sort_values(["acc", "auc"], ascending=False, kind="stable")
     return str(order["predictor"].iloc[0])
+
+
+def train_set_name(run_dir: Path) -> str:
+    """The name of the run's training data folder (its config's pipeline.data or videos);
+    "unknown" when the run folder has no config naming it."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        return "unknown"
+    p = load_recorded(path).pipeline
+    src = Path(p.data or p.videos) if (p.data or p.videos) else None
+    if src is None:
+        return "unknown"
+    return (src.parent if src.suffix == ".csv" else src).resolve().name
 
 
 def choose_best_single(y: np.ndarray, X: np.ndarray, models: Sequence[str],

@@ -1,10 +1,14 @@
 """`python -m ensemble_dfd.stack --run RUN_DIR`: fit meta-learners on the validation logits
 and compare every single model with every ensemble on every other split.
 
-Reads RUN_DIR/logits.parquet (and RUN_DIR/images.parquet for the `group` of each image),
-writes RUN_DIR/stack/: comparison.csv/.md, weights.csv, predictions.parquet (one row per
-image, one logit column per predictor; thresholds in stack.json), roc_<split>.png,
-metrics_ci_<split>.png, learners/<name>.joblib with a JSON sidecar, stack.json, env.json.
+Reads RUN_DIR/logits.parquet (and RUN_DIR/images.parquet for the `group`, and where present
+the `video` and `source`, of each image; RUN_DIR/config.toml's [stack] section for the video
+aggregate and min_effect), writes RUN_DIR/stack/: comparison.csv/.md (rows per split, level
+frame/video and source all/each source; AP, EER, CIs, paired Δ and its minimum detectable
+size), claims.json (who beats the best single model on every split large enough to tell),
+cross_dataset.csv, weights.csv, predictions.parquet (one row per image, one logit column
+per predictor; thresholds in stack.json), roc_<split>.png, metrics_ci_<split>.png,
+learners/<name>.joblib with a JSON sidecar, stack.json, env.json.
 Rows of split `validation_oof` use out-of-fold predictions (folds grouped by video), so no
 learner is ever scored on rows it was fit on. Everything is built in a temporary folder and
 renamed into place, so an error leaves no partial output. No TensorFlow here.
@@ -26,13 +30,21 @@ import pandas as pd
 
 from ensemble_dfd import metrics as M
 from ensemble_dfd.cli_common import run_main, say_done
-from ensemble_dfd.comparison import StackError, compare, load_groups, warn_shared_groups
+from ensemble_dfd.comparison import (
+    StackError,
+    compare,
+    load_groups,
+    load_image_columns,
+    warn_shared_groups,
+)
+from ensemble_dfd.config import StackConfig
 from ensemble_dfd.ensemble import META_LEARNERS
 from ensemble_dfd.logits import StoreError, logit_matrix, model_sort_key, read_store
 from ensemble_dfd.logits_table import import_for_command
 from ensemble_dfd.reports.comparison import write_stack
 from ensemble_dfd.rundir import FIT_SPLIT, OOF_SPLIT, STACK_DIR, Run
 from ensemble_dfd.runio import guard_overwrite, staged_dir
+from ensemble_dfd.videolevel import AGGREGATES
 
 
 def _log(msg: str) -> None:
@@ -65,6 +77,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bootstrap", type=int, default=1000, help="group resamples for CIs (0: none)")
     p.add_argument("--folds", type=int, default=5, help="grouped folds for out-of-fold scores")
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--video-aggregate", choices=AGGREGATES,
+                   help="frame logits -> video logit (default: the run config's "
+                        "stack.video_aggregate, mean_logit)")
+    p.add_argument("--min-effect", type=float,
+                   help="a split is large enough to judge a claim when its minimum detectable "
+                        "ΔACC is <= this (default: the run config's stack.min_effect, 0.03)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing RUN_DIR/stack")
     return p.parse_args(argv)
 
@@ -96,6 +114,10 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> pd.DataFrame
                          f"'{FIT_SPLIT}')")
     rd = Run(args.run)
     guard_overwrite(rd.stack_dir, args.overwrite, "stack comparison")  # fail before any work
+    sc = rd.config().stack if rd.config_path.is_file() else StackConfig()
+    min_effect = args.min_effect if args.min_effect is not None else sc.min_effect
+    if not 0.0 < min_effect < 1.0:
+        raise StackError(f"--min-effect must be in (0, 1), got {min_effect}")
     learners = _split_list(args.learners) or list(META_LEARNERS)
     unknown = [n for n in learners if n not in META_LEARNERS]
     if unknown:
@@ -118,7 +140,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> pd.DataFrame
     _log(f"{len(models)} models, {len(learners)} meta-learners; fit on {FIT_SPLIT} "
          f"({mats[FIT_SPLIT].y.size} images, {np.unique(groups[FIT_SPLIT]).size} groups), "
          f"evaluate on {', '.join([OOF_SPLIT, *eval_splits])}")
-    result = compare(mats, groups, learners, rule, args.bootstrap, args.folds, args.seed, _log)
+    result = compare(mats, groups, learners, rule, args.bootstrap, args.folds, args.seed, _log,
+                     load_image_columns(rd.path, mats), args.video_aggregate or sc.video_aggregate,
+                     min_effect)
     _log(f"evaluated {len(result.split_scores)} splits x {len(result.kinds)} predictors "
          f"({args.bootstrap} group resamples) in {time.time() - t0:.1f}s")
     runs = sorted(df["run"].astype(str).unique().tolist())
