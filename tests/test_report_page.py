@@ -196,9 +196,10 @@ def _inter(levels=(0, 1, 2)) -> pd.DataFrame:
 def test_degradation_answer():
     a = degradation_answer(_inter(), "M1", "stack_lr")
     assert a.verdict == "measured"
-    assert a.headline == ("At the strongest level tested, median accuracy change of the base "
-                          "models: blur -10.0 pts, jpeg compression -10.0 pts.")
-    assert a.details[0] == ("test, Blur (sigma px 4), n=40: M1 accuracy 0.900 → 0.800 (AUC "
+    assert a.headline == ("At the strongest level tested on test (40 images), median "
+                          "accuracy change of the base models: blur -10.0 pts, jpeg "
+                          "compression -10.0 pts.")
+    assert a.details[0] == ("test, Blur (sigma px = 4), n=40: M1 accuracy 0.900 → 0.800 (AUC "
                             "0.950 → 0.900); stack_lr accuracy 0.900 → 0.850 (AUC 0.950 → "
                             "0.925); base models' accuracy change median -10.0 pts (2 of 3 "
                             "lose).")

@@ -281,8 +281,8 @@ def degradation_answer(inter: pd.DataFrame | None, best: str | None,
         if top == 0:
             continue
         at = g[g["level"] == top]
-        label = f"{_DEG_WORDS.get(str(deg), str(deg))} ({at['unit'].iloc[0]} " \
-                f"{float(at['value'].iloc[0]):g})"
+        label = (f"{_DEG_WORDS.get(str(deg), str(deg))} ({at['unit'].iloc[0]} = "
+                 f"{float(at['value'].iloc[0]):g})")
         parts = []
         for who in dict.fromkeys(p for p in (best, primary) if p):
             a = g[g["predictor"] == who].set_index("level")
@@ -300,6 +300,9 @@ def degradation_answer(inter: pd.DataFrame | None, best: str | None,
                          f"{100 * d.median():+.1f} pts")
         n = int(g["n"].iloc[0])
         lines.append(f"{split}, {label}, n={n}: " + "; ".join(parts) + ".")
-    headline = ("At the strongest level tested, median accuracy change of the base models: "
-                + ", ".join(heads) + ".") if heads else "No degraded level was scored."
+    sizes = ", ".join(f"{s} ({int(g['n'].iloc[0])} images)"
+                      for s, g in inter.groupby("split", sort=False))
+    headline = (f"At the strongest level tested on {sizes}, median accuracy change of the "
+                "base models: " + ", ".join(heads) + ".") if heads else (
+        "No degraded level was scored.")
     return Answer("degradation", q, "measured", headline, tuple(lines))
