@@ -48,14 +48,15 @@ class Answer:
 
 def headline_rows(comparison: pd.DataFrame, level: str = "frame") -> pd.DataFrame:
     """Rows of one level over all sources, evaluation splits only. A table without
-    `level`/`source` columns (written before they existed) is frame level, all sources."""
+    `level`/`source` columns (written before they existed) is frame level, all sources;
+    so is a row whose level/source is empty."""
     df = comparison
     if "level" in df.columns:
-        df = df[df["level"].astype(str) == level]
+        df = df[df["level"].fillna("frame").astype(str) == level]
     elif level != "frame":
         return df.iloc[:0]
     if "source" in df.columns:
-        df = df[df["source"].astype(str) == "all"]
+        df = df[df["source"].fillna("all").astype(str) == "all"]
     return df[~df["split"].isin(NOT_EVALUATION)]
 
 

@@ -50,10 +50,8 @@ def table_groups(comparison: pd.DataFrame) -> list[tuple[str, str, str, pd.DataF
     """(level, source, split, rows) for every group of the table, frame level and all
     sources first; tables written before `level`/`source` existed are frame/all."""
     df = comparison.copy()
-    if "level" not in df.columns:
-        df["level"] = "frame"
-    if "source" not in df.columns:
-        df["source"] = "all"
+    df["level"] = df["level"].fillna("frame") if "level" in df.columns else "frame"
+    df["source"] = df["source"].fillna("all") if "source" in df.columns else "all"
     levels = sorted(df["level"].astype(str).unique(), key=lambda v: (v != "frame", v))
     out = []
     for level in levels:
