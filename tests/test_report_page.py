@@ -276,14 +276,27 @@ def test_page_order_and_summary(small_report):
     assert (small_report / "report" / "forest.png").is_file()
 
 
-def test_page_uses_claims_json(small_report, tmp_path):
+def test_page_uses_claims_json_and_level_source_rows(small_report, tmp_path):
+    """claims.json's headline on the page; comparison.csv with level/source columns gives
+    video-level numbers beside the headline's and one table per level, source and split."""
     run = link_copy(small_report, tmp_path / "run")
     claims = {"best_single": "M1", "min_effect": 0.03, "splits": {}, "predictors": {},
               "headline": "Planted headline from claims.json."}
     (run / "stack" / "claims.json").write_text(json.dumps(claims))
+    comp = pd.read_csv(run / "stack" / "comparison.csv")
+    video = comp.assign(level="video", source="all", d_acc=0.1234, d_acc_lo=0.1, d_acc_hi=0.15)
+    per_source = comp.assign(level="frame", source="synthetic")
+    comp = pd.concat([comp.assign(level="frame", source="all"), video, per_source])
+    (run / "stack" / "comparison.csv").unlink()  # a hard link: replace, never write through
+    comp.to_csv(run / "stack" / "comparison.csv", index=False)
     assert report.main(["--run", str(run), "--no-intervention", "--overwrite",
                         "--splits", "test"]) == 0
-    assert "Planted headline from claims.json." in (run / "report" / "index.html").read_text()
+    page = (run / "report" / "index.html").read_text()
+    assert "Planted headline from claims.json." in page
+    assert "video ΔACC pts" in page and "+12.3 [+10.0, +15.0]" in page
+    assert page.count("<details>") == 3 * 3  # 3 splits x (frame all, frame source, video)
+    assert "test, video level, all sources" in page
+    assert "test, frame level, source synthetic" in page
 
 
 def _need_browser() -> None:
