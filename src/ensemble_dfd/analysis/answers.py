@@ -190,12 +190,12 @@ def _headline(verdicts: dict[str, dict[str, Any]], infos: list[SplitInfo], best:
     if not infos:
         return "undecided", "No evaluation split (other than validation) was scored by stack."
     if winners:
-        return "yes", (f"Yes: {', '.join(winners)} beat(s) the best single model ({best}) on "
+        return "yes", (f"{', '.join(winners)} beat(s) the best single model ({best}) on "
                        f"every evaluation split large enough to tell ({', '.join(large)})"
                        f"{tail}.")
     if not large:
-        return "undecided", (f"Undecided: no evaluation split is large enough to tell "
-                             f"whether an ensemble beats the best single model ({best}) by "
+        return "undecided", (f"No evaluation split is large enough to tell whether an "
+                             f"ensemble beats the best single model ({best}) by "
                              f"{100 * min_effect:g} accuracy points{tail}.")
     return "no", (f"No ensemble beats the best single model ({best}) on every evaluation "
                   f"split large enough to tell ({', '.join(large)}){tail}.")
@@ -273,7 +273,7 @@ def degradation_answer(inter: pd.DataFrame | None, best: str | None,
     q = "What do blur, size and compression do?"
     if inter is None or inter.empty:
         return Answer("degradation", q, "not measured",
-                      "Not measured: the controlled degradation study was not run "
+                      "The controlled degradation study was not run "
                       "(--no-intervention, or no images or trained models). The "
                       "observational blur/size attribution is in the details below.")
     lines, heads = [], []

@@ -41,6 +41,10 @@ code{background:#f3f3f3;padding:0 3px}
 .v-yes{border-left:6px solid #2a8f2a}.v-no{border-left:6px solid #c0392b}
 .v-undecided,.v-not-measured{border-left:6px solid #e0b000}
 .v-measured{border-left:6px solid #3070b0}
+.badge{display:inline-block;font-size:0.8em;padding:1px 8px;border-radius:4px;color:#fff;
+background:#777;margin-right:0.3em;vertical-align:middle}.v-yes .badge{background:#2a8f2a}
+.v-no .badge{background:#c0392b}.v-undecided .badge,.v-not-measured .badge{background:#b08800}
+.v-measured .badge{background:#3070b0}
 details{margin:0.4em 0}summary{cursor:pointer;font-weight:600}
 .meta{font-size:0.85em;color:#555}
 """
@@ -75,11 +79,14 @@ class HtmlReport:
         a = f' id="{html.escape(anchor)}"' if anchor else ""
         self.parts.append(f"<h{level}{a}>{html.escape(text)}</h{level}>")
 
-    def paragraph(self, text: str, css: str | None = None, anchor: str | None = None) -> None:
-        """Plain text (escaped); `css` picks a box style such as 'note' or 'warn'."""
+    def paragraph(self, text: str, css: str | None = None, anchor: str | None = None,
+                  badge: str | None = None) -> None:
+        """Plain text (escaped); `css` picks a box style such as 'note' or 'warn'; `badge`
+        puts a short label (a verdict) in front."""
         cls = f' class="{css}"' if css else ""
         a = f' id="{html.escape(anchor)}"' if anchor else ""
-        self.parts.append(f"<p{a}{cls}>{html.escape(text)}</p>")
+        b = f'<span class="badge">{html.escape(badge)}</span> ' if badge else ""
+        self.parts.append(f"<p{a}{cls}>{b}{html.escape(text)}</p>")
 
     def open(self, tag: str, css: str | None = None, anchor: str | None = None,
              summary: str | None = None) -> None:

@@ -84,7 +84,7 @@ def write_forest(folder: Path, comparison: pd.DataFrame, claims: dict[str, Any] 
 def _answer(page: HtmlReport, a: Answer, figs: list[tuple[Path, str]]) -> None:
     page.open("div", f"answer v-{a.verdict.replace(' ', '-')}", f"answer-{a.key}")
     page.heading(a.question, 3)
-    page.paragraph(a.headline, "headline", f"headline-{a.key}")
+    page.paragraph(a.headline, "headline", f"headline-{a.key}", a.verdict.upper())
     page.open("div", "cols")
     page.open("div", "text")
     if a.details:
@@ -241,8 +241,8 @@ def front_matter(folder: Path, comparison: pd.DataFrame | None,
     else:
         front.answers.append(Answer(
             "ensembles", "Does any ensemble beat the best single model?", "not measured",
-            "Not measured: the run has no stack/comparison.csv (run `python -m "
-            "ensemble_dfd.stack` first)."))
+            "The run has no stack/comparison.csv: run `python -m ensemble_dfd.stack` "
+            "first."))
     front.answers.append(AN.degradation_answer(inter, best, primary))
     front.figures["degradation"] = inter_figs
     return front
