@@ -77,6 +77,7 @@ def test_an_ensemble_that_beats_and_one_that_does_not():
     assert t.loc["test", "ΔACC pts [95% CI]"] == "+4.0 [+2.0, +6.0]"
     assert t.loc["test", "ΔAUC [95% CI]"] == "+0.020 [+0.010, +0.030]"
     assert t.loc["dfdc20k", "CI above 0 (ACC)"] == "E1"
+    assert t.loc["test", "CI above 0 (ACC)"] == "E1, E2"
     assert "video ΔACC pts" not in t.columns  # no video rows: no video columns
 
 

@@ -177,7 +177,8 @@ def _split_table(frame: pd.DataFrame, video: pd.DataFrame, infos: list[SplitInfo
             "ΔAUC [95% CI]": fmt_delta(top, "auc", False)}
             | ({"video ΔACC pts": fmt_delta(vid, "acc", True),
                 "video ΔAUC": fmt_delta(vid, "auc", False)} if len(video) else {})
-            | {"CI above 0 (ACC)": ", ".join(wins) or "none"})
+            | {"CI above 0 (ACC)": (", ".join(wins) or "none") if len(wins) <= 3
+               else f"{len(wins)} of {len(ens)} ensembles"})
     return pd.DataFrame(out)
 
 
