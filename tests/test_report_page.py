@@ -271,7 +271,9 @@ def test_page_order_and_summary(small_report):
     comp, details = page.index('id="comparison"'), page.index('id="details"')
     assert ans < forest < comp < details < page.index("Oracle accuracy")
     comp = pd.read_csv(small_report / "stack" / "comparison.csv")
-    assert page.count("<details>") == len(table_groups(comp)) >= 3  # a table per split
+    groups = table_groups(comp)
+    assert page.count("<details>") == len({(lv, src) for lv, src, _, _ in groups})
+    assert page.count('<p class="caption">') == len(groups) >= 3  # a table per split
     assert "http://" not in page and "https://" not in page
     info = json.loads((small_report / "report" / "summary.json").read_text())
     assert [a["key"] for a in info["answers"]] == ["ensembles", "degradation"]
@@ -299,8 +301,9 @@ def test_page_uses_claims_json_and_level_source_rows(small_report, tmp_path):
     page = (run / "report" / "index.html").read_text()
     assert "Planted headline from claims.json." in page
     assert "video ΔACC pts" in page and "+12.3 [+10.0, +15.0]" in page
-    assert page.count("<details>") == 3 * 3  # 3 splits x (frame all, frame source, video)
-    assert "test, video level, all sources" in page
+    assert page.count("<details>") == 3  # frame all, frame per source, video all
+    assert page.count('<p class="caption">') == 3 * 3  # each with its 3 splits
+    assert "Video level, all sources: validation_oof, test, wild" in page
     assert "test, frame level, source synthetic" in page
 
 

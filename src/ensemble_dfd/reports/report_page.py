@@ -110,9 +110,15 @@ def _comparison_tables(page: HtmlReport, comparison: pd.DataFrame | None) -> Non
     page.paragraph("From stack/comparison.csv (click to open). Δ = predictor − best single "
                    "model, paired over the same group resamples; the split's detectable "
                    "difference is shown where the stack step computed it.")
-    for level, source, split, rows in CT.table_groups(comparison):
-        page.open("details", summary=CT.group_caption(level, source, split, rows))
-        page.table(CT.display_table(rows), max_rows=None)
+    groups = CT.table_groups(comparison)
+    for level, source in dict.fromkeys((lv, src) for lv, src, _, _ in groups):
+        splits = [(sp, rows) for lv, src, sp, rows in groups if (lv, src) == (level, source)]
+        who = "all sources" if source == "all" else f"source {source}"
+        page.open("details", summary=f"{level.capitalize()} level, {who}: "
+                                     f"{', '.join(sp for sp, _ in splits)}")
+        for split, rows in splits:
+            page.paragraph(CT.group_caption(level, source, split, rows), "caption")
+            page.table(CT.display_table(rows), max_rows=None)
         page.close("details")
 
 
