@@ -178,7 +178,9 @@ def test_display_table_formats_like_comparison_md():
     assert d.loc[0, "predictor"] == "M1 (best single)"
     assert d.loc[2, "ΔACC [95% CI]"] == "0.040 [0.020, 0.060]"
     assert d.loc[2, "ACC [95% CI]"] == "0.840 [0.820, 0.860]"
-    assert "AP [95% CI]" not in d.columns and d.loc[0, "detectable ACC"] == "0.020"
+    assert "AP [95% CI]" not in d.columns and d.loc[0, "detectable ΔACC"] == "0.020"
+    assert list(d.columns[:6]) == ["predictor", "kind", "ACC [95% CI]", "ΔACC [95% CI]",
+                                   "ΔAUC [95% CI]", "detectable ΔACC"]  # planted: no AUC
 
 
 def _inter(levels=(0, 1, 2)) -> pd.DataFrame:

@@ -7,41 +7,36 @@ import pandas as pd
 
 from ensemble_dfd.reports.tables import fmt_ci, fmt_value
 
-# (header, column) for values shown alone; (header, column) for value [lo, hi]
-_COUNTS = ("tp", "tn", "fp", "fn")
-_PLAIN = (("TPR", "tpr"), ("TNR", "tnr"), ("PPV", "ppv"), ("NPV", "npv"), ("F1", "f1"))
-_WITH_CI = (("ACC [95% CI]", "acc"), ("MCC [95% CI]", "mcc"), ("AUC [95% CI]", "auc"),
-            ("AP [95% CI]", "ap"))
-_AFTER = (("EER", "eer"), ("log-loss", "logloss"), ("Brier", "brier"), ("ECE", "ece"))
-_DELTAS = (("ΔACC [95% CI]", "d_acc"), ("ΔAUC [95% CI]", "d_auc"))
+# (header, column, with its CI) in display order: the differences next to the metrics
+_COLUMNS = (("ACC [95% CI]", "acc", True), ("AUC [95% CI]", "auc", True),
+            ("ΔACC [95% CI]", "d_acc", True), ("ΔAUC [95% CI]", "d_auc", True),
+            ("detectable ΔACC", "mdd_acc", False), ("detectable ΔAUC", "mdd_auc", False),
+            ("McNemar p", "mcnemar_p", False), ("AP [95% CI]", "ap", True),
+            ("EER", "eer", False), ("MCC [95% CI]", "mcc", True), ("TP", "tp", False),
+            ("TN", "tn", False), ("FP", "fp", False), ("FN", "fn", False),
+            ("TPR", "tpr", False), ("TNR", "tnr", False), ("PPV", "ppv", False),
+            ("NPV", "npv", False), ("F1", "f1", False), ("log-loss", "logloss", False),
+            ("Brier", "brier", False), ("ECE", "ece", False))
 
 
-def _ci(r: pd.Series, c: str, digits: int = 3) -> str:
-    return fmt_ci(r[c], r.get(f"{c}_lo"), r.get(f"{c}_hi"), digits)
+def _cell(r: pd.Series, c: str, ci: bool) -> str:
+    if ci:
+        return fmt_ci(r[c], r.get(f"{c}_lo"), r.get(f"{c}_hi"), 3)
+    if c in ("tp", "tn", "fp", "fn"):
+        return fmt_value(int(r[c]))
+    return fmt_value(r[c], 4 if c == "mcnemar_p" else 3)
 
 
 def display_table(part: pd.DataFrame) -> pd.DataFrame:
-    """One split's rows as strings: predictor (best single starred), kind, counts, metrics
-    with CIs, differences to the best single model, McNemar p and the detectable
-    difference when the table has them. Columns absent from `part` are left out."""
+    """One split's rows as strings: predictor (best single marked), kind, the metrics with
+    CIs, the differences to the best single model beside them, the split's detectable
+    difference and McNemar p, then the rest. Columns absent from `part` are left out."""
     rows = []
     for _, r in part.iterrows():
         best = "vs" in r.index and r["predictor"] == r["vs"]
         out = {"predictor": f"{r['predictor']}{' (best single)' if best else ''}",
                "kind": r["kind"]}
-        out |= {c.upper(): fmt_value(int(r[c])) for c in _COUNTS if c in r.index}
-        head = _WITH_CI[:1] + tuple((h, c) for h, c in _PLAIN) + _WITH_CI[1:]
-        for h, c in head + _AFTER:
-            if c in r.index:
-                out[h] = _ci(r, c) if (h, c) in _WITH_CI else fmt_value(r[c])
-        for h, c in _DELTAS:
-            if c in r.index:
-                out[h] = _ci(r, c)
-        if "mcnemar_p" in r.index:
-            out["McNemar p"] = fmt_value(r["mcnemar_p"], 4)
-        for c in ("mdd_acc", "mdd_auc"):
-            if c in r.index:
-                out[f"detectable {c[4:].upper()}"] = fmt_value(r[c])
+        out |= {h: _cell(r, c, ci) for h, c, ci in _COLUMNS if c in r.index}
         rows.append(out)
     return pd.DataFrame(rows)
 

@@ -46,7 +46,7 @@ background:#777;margin-right:0.3em;vertical-align:middle}.v-yes .badge{backgroun
 .v-no .badge{background:#c0392b}.v-undecided .badge,.v-not-measured .badge{background:#b08800}
 .v-measured .badge{background:#3070b0}
 details{margin:0.4em 0}.caption{font-weight:600;margin:0.8em 0 0.2em}
-summary{cursor:pointer;font-weight:600}
+summary{cursor:pointer;font-weight:600}details td,details th{white-space:nowrap}
 .meta{font-size:0.85em;color:#555}
 """
 
