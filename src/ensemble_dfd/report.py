@@ -1,9 +1,13 @@
-"""`python -m ensemble_dfd.report --run RUN_DIR [--data DIR]...`: per-image disagreement,
-diversity, blur/size attribution and the degradation (intervention) study, as one offline
-HTML page plus CSV tables and PNG figures in RUN_DIR/report/.
+"""`python -m ensemble_dfd.report --run RUN_DIR [--data DIR]...`: one offline HTML page plus
+CSV tables and PNG figures in RUN_DIR/report/. The page opens with the answers: does any
+ensemble beat the best single model, on which evaluation splits, with CIs (from
+stack/comparison.csv and stack/claims.json, with a forest plot of every predictor's
+ΔACC/ΔAUC), and what blur, size and JPEG compression do (the degradation curves); then the
+stack's comparison tables; then per-image disagreement, diversity and blur/size attribution.
 
 Reads RUN_DIR/logits.parquet, RUN_DIR/images.parquet (image properties, written by collect)
-and RUN_DIR/stack/ (thresholds, best single model, meta-learners). The intervention study
+and RUN_DIR/stack/ (thresholds, best single model, meta-learners, the comparison and its
+claims). The intervention study
 needs the images and the trained models: store paths are `<dataset folder>/<relative
 path>`, so give each dataset folder (or a folder holding several) with --data.
 Everything is written into a temporary folder and renamed into place. TensorFlow is loaded
