@@ -1,13 +1,9 @@
-"""`python -m ensemble_dfd.report --run RUN_DIR [--data DIR]...`: one offline HTML page plus
-CSV tables and PNG figures in RUN_DIR/report/. The page opens with the answers: does any
-ensemble beat the best single model, on which evaluation splits, with CIs (from
-stack/comparison.csv and stack/claims.json, with a forest plot of every predictor's
-ΔACC/ΔAUC), and what blur, size and JPEG compression do (the degradation curves); then the
-stack's comparison tables; then per-image disagreement, diversity and blur/size attribution.
+"""`python -m ensemble_dfd.report --run RUN_DIR [--data DIR]...`: per-image disagreement,
+diversity, blur/size attribution and the degradation (intervention) study, as one offline
+HTML page plus CSV tables and PNG figures in RUN_DIR/report/.
 
 Reads RUN_DIR/logits.parquet, RUN_DIR/images.parquet (image properties, written by collect)
-and RUN_DIR/stack/ (thresholds, best single model, meta-learners, the comparison and its
-claims). The intervention study
+and RUN_DIR/stack/ (thresholds, best single model, meta-learners). The intervention study
 needs the images and the trained models: store paths are `<dataset folder>/<relative
 path>`, so give each dataset folder (or a folder holding several) with --data.
 Everything is written into a temporary folder and renamed into place. TensorFlow is loaded
@@ -294,10 +290,10 @@ def write_report(folder: Path, args: argparse.Namespace, inp: Inputs,
         "hard_thresholds": {r.split: {"real": r.thresholds.real,
                                       "fake": r.thresholds.fake} for r in results},
         "n_hard": {r.split: len(r.hard) for r in results},
-        "intervention": {"splits": inp.inter_splits, "limit": args.intervention_limit,
-                         "steps": [vars(s) for s in inp.steps]},
         "answers": [{"key": a.key, "verdict": a.verdict, "headline": a.headline,
                      "details": list(a.details)} for a in front.answers],
+        "intervention": {"splits": inp.inter_splits, "limit": args.intervention_limit,
+                         "steps": [vars(s) for s in inp.steps]},
         "findings": findings, "seconds": round(seconds, 2)})
     write_json(folder / "env.json", environment({"command": command.split()}))
 
