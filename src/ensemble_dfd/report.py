@@ -15,6 +15,7 @@ only by the intervention study.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -40,6 +41,7 @@ from ensemble_dfd.logits import LogitMatrix, StoreError, logit_matrix, model_sor
 from ensemble_dfd.logits_table import import_for_command
 from ensemble_dfd.reports.report_page import (
     build_html,
+    front_matter,
     make_thumbnails,
     write_intervention,
     write_split,
@@ -133,6 +135,8 @@ class Inputs:
     models: list[str]
     images: pd.DataFrame | None
     best: str | None
+    comparison: pd.DataFrame | None = None
+    claims: dict | None = None
     inter_splits: list[str] = field(default_factory=list)
     steps: list[IV.Step] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
@@ -180,7 +184,34 @@ def load_inputs(args: argparse.Namespace, run: Run) -> Inputs:
               "`python -m ensemble_dfd.stack` first for the full report")
     mats = {s: logit_matrix(df, s) for s in splits}
     models = sorted(set().union(*(m.models for m in mats.values())), key=model_sort_key)
-    return Inputs(run, splits, mats, models, images, run.best_single(df))
+    return Inputs(run, splits, mats, models, images, run.best_single(df),
+                  *read_stack_tables(run))
+
+
+def read_stack_tables(run: Run) -> tuple[pd.DataFrame | None, dict | None]:
+    """stack/comparison.csv and stack/claims.json, each None when absent."""
+    comp, claims = run.stack_dir / "comparison.csv", run.stack_dir / "claims.json"
+    table = None
+    if comp.is_file():
+        try:
+            table = pd.read_csv(comp)
+        except (ValueError, OSError) as exc:
+            raise ReportError(f"{comp}: not a readable CSV ({exc})") from exc
+        need = {"split", "predictor", "kind", "n", "n_groups", "d_acc", "d_acc_lo",
+                "d_acc_hi", "d_auc", "d_auc_lo", "d_auc_hi"}
+        if need - set(table.columns):
+            raise ReportError(f"{comp}: lacks column(s) "
+                              f"{', '.join(sorted(need - set(table.columns)))}; re-run "
+                              "`python -m ensemble_dfd.stack --overwrite`")
+    if not claims.is_file():
+        return table, None
+    try:
+        info = json.loads(claims.read_text())
+    except (ValueError, OSError) as exc:
+        raise ReportError(f"{claims}: not readable JSON ({exc})") from exc
+    if not isinstance(info, dict):
+        raise ReportError(f"{claims}: expected a JSON object, got {type(info).__name__}")
+    return table, info
 
 
 def plan_images(args: argparse.Namespace, inp: Inputs) -> None:
@@ -257,14 +288,15 @@ def write_report(folder: Path, args: argparse.Namespace, inp: Inputs,
                  results: list[SplitResult], inter: pd.DataFrame | None,
                  findings: list[str], command: str, seconds: float) -> None:
     figs = {r.split: write_split(folder, r, inp.best, inp.primary) for r in results}
-    inter_fig = None
-    if inter is not None:
-        inter_fig = write_intervention(folder, inter, len(inp.inter_splits), inp.best)
+    inter_figs = ([] if inter is None else
+                  write_intervention(folder, inter, len(inp.inter_splits), inp.best))
+    front = front_matter(folder, inp.comparison, inp.claims, inter, inter_figs, inp.best,
+                         inp.primary)
     thumbs = ({r.split: make_thumbnails(r.hard, inp.files) for r in results}
               if args.thumbnails else None)
     meta = {"command": command, "models": inp.models, "learners": inp.learners,
             "best": inp.best, "findings": findings}
-    build_html(inp.run.path, folder, results, figs, inter, inter_fig, meta, thumbs)
+    build_html(inp.run.path, folder, results, figs, inter, meta, thumbs, front)
     write_json(folder / "summary.json", {
         "command": command, "splits": inp.splits, "models": inp.models,
         "learners": inp.learners, "best_single": inp.best, "primary_ensemble": inp.primary,
@@ -273,6 +305,8 @@ def write_report(folder: Path, args: argparse.Namespace, inp: Inputs,
         "hard_thresholds": {r.split: {"real": r.thresholds.real,
                                       "fake": r.thresholds.fake} for r in results},
         "n_hard": {r.split: len(r.hard) for r in results},
+        "answers": [{"key": a.key, "verdict": a.verdict, "headline": a.headline,
+                     "details": list(a.details)} for a in front.answers],
         "intervention": {"splits": inp.inter_splits, "limit": args.intervention_limit,
                          "steps": [vars(s) for s in inp.steps]},
         "findings": findings, "skipped": [f for f in findings if f.startswith("Skipped ")],

@@ -243,3 +243,111 @@ def degradation_figure(results: pd.DataFrame, title: str, best: str | None = Non
             if c == 0:
                 ax.set_ylabel(metric.upper())
     return _finish(fig, axes, ens, title, -0.05)
+
+
+# ---------------------------------------------------------------------------------------
+# the report's answers: forest plot of every predictor's difference to the best single model
+
+_FOREST_COLORS = {"above": "tab:green", "below": "tab:red", "ensemble": "tab:blue",
+                  "single": "0.55", "best": "black"}
+
+
+def _forest_color(kind: str, name: str, best: str | None, lo: float, hi: float) -> str:
+    if name == best:
+        return _FOREST_COLORS["best"]
+    if lo > 0:
+        return _FOREST_COLORS["above"]
+    if hi < 0:
+        return _FOREST_COLORS["below"]
+    return _FOREST_COLORS["ensemble" if kind == "ensemble" else "single"]
+
+
+def _forest_panel(ax, part: pd.DataFrame, video: pd.DataFrame | None, preds: list[str],
+                  metric: str, best: str | None) -> None:
+    """Differences `d_<metric>` with CIs, one row per predictor (video level hollow,
+    slightly below its frame-level point)."""
+    scale = 100.0 if metric == "acc" else 1.0
+    for off, tab, hollow in ((0.0, part, False), (0.3, video, True)):
+        if tab is None or tab.empty:
+            continue
+        t = tab.drop_duplicates("predictor").set_index("predictor")
+        for i, name in enumerate(preds):
+            if name not in t.index:
+                continue
+            r = t.loc[name]
+            v, lo, hi = (float(r.get(f"d_{metric}{s}", np.nan)) for s in ("", "_lo", "_hi"))
+            if not np.isfinite(v):
+                continue
+            c = _forest_color(str(r["kind"]), name, best, lo, hi)
+            err = np.array([[max(v - lo, 0.0)], [max(hi - v, 0.0)]]) * scale
+            ax.errorbar(v * scale, i + off, xerr=np.nan_to_num(err), fmt="s" if hollow else "o",
+                        ms=4.5, color=c, mfc="white" if hollow else c, capsize=2.5,
+                        lw=1.0 if hollow else 1.6)
+    ax.axvline(0.0, color="black", lw=0.9)
+    ax.set_xlabel("ΔACC (points)" if metric == "acc" else "ΔAUC", fontsize=9)
+    ax.tick_params(labelsize=8)
+
+
+def forest_figure(frame: pd.DataFrame, video: pd.DataFrame | None = None,
+                  best: str | None = None, notes: Mapping[str, str] | None = None,
+                  title: str = "", mdd: Mapping[str, float] | None = None, ncols: int = 3):
+    """Forest plot: every predictor's ΔACC and ΔAUC vs the best single model with 95% CIs,
+    one panel (a ΔACC and a ΔAUC axis) per evaluation split. Green: CI above 0, red: below,
+    blue: an ensemble whose CI holds 0, grey: a single model; hollow squares: video level.
+
+    `frame` (and `video`) hold comparison.csv rows: split, predictor, kind, d_acc[_lo/_hi],
+    d_auc[_lo/_hi]. `notes` adds a word to a split's title (e.g. 'too small'); `mdd`
+    shades ± the split's detectable ΔACC (differences inside it go unseen at its size)."""
+    plt = pyplot()
+    import seaborn as sns
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    sns.set_theme(style="whitegrid")
+    splits = list(dict.fromkeys(frame["split"]))
+    preds = list(dict.fromkeys(frame["predictor"].astype(str)))
+    ncols = max(1, min(ncols, len(splits)))
+    nrows = max(1, -(-len(splits) // ncols))
+    fig = plt.figure(figsize=(4.2 * ncols, (0.25 * len(preds) + 1.5) * nrows + 0.6),
+                     layout="constrained")
+    subs = fig.subfigures(nrows, ncols, squeeze=False).ravel()
+    for k, sf in enumerate(subs):
+        if k >= len(splits):
+            sf.set_visible(False)
+            continue
+        split = splits[k]
+        axes = sf.subplots(1, 2, sharey=True)
+        vpart = video[video["split"] == split] if video is not None else None
+        for ax, metric in zip(axes, ("acc", "auc"), strict=True):
+            _forest_panel(ax, frame[frame["split"] == split], vpart, preds, metric, best)
+        band = float((mdd or {}).get(split, np.nan))
+        if np.isfinite(band):
+            axes[0].axvspan(-100 * band, 100 * band, color="0.88", zorder=0)
+        kinds = frame[frame["split"] == split].drop_duplicates("predictor")
+        n_single = int((kinds["kind"] != "ensemble").sum())
+        if 0 < n_single < len(preds):
+            for ax in axes:
+                ax.axhline(n_single - 0.5 + 0.15, color="0.5", lw=0.6, ls=":")
+        axes[0].set_yticks(range(len(preds)), preds, fontsize=8)
+        axes[0].set_ylim(len(preds) - 0.4, -0.6)
+        note = (notes or {}).get(split)
+        sf.suptitle(split + (f" ({note})" if note else ""), fontsize=10)
+    handles = [Line2D([], [], marker="o", ls="", color=_FOREST_COLORS["above"],
+                      label="CI above 0"),
+               Line2D([], [], marker="o", ls="", color=_FOREST_COLORS["below"],
+                      label="CI below 0"),
+               Line2D([], [], marker="o", ls="", color=_FOREST_COLORS["ensemble"],
+                      label="ensemble, CI holds 0"),
+               Line2D([], [], marker="o", ls="", color=_FOREST_COLORS["single"],
+                      label="single model"),
+               ]
+    if mdd:
+        handles.append(Patch(color="0.88", label="± detectable ΔACC"))
+    if video is not None and len(video):
+        handles += [Line2D([], [], marker="o", ls="", color="0.3", label="frame level"),
+                    Line2D([], [], marker="s", ls="", color="0.3", mfc="white",
+                           label="video level")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig

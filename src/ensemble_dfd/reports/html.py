@@ -33,6 +33,21 @@ figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:0.85em;colo
 .thumbs{display:flex;flex-wrap:wrap;gap:8px}.thumbs figure{width:120px;margin:0}
 .thumbs img{width:112px;height:auto}
 code{background:#f3f3f3;padding:0 3px}
+.answer{border:1px solid #ccc;border-radius:6px;padding:0.6em 1em;margin:0.8em 0}
+.answer h3{margin:0.1em 0 0.4em}.answer .cols{display:flex;flex-wrap:wrap;gap:1em}
+.answer .text{flex:1 1 300px;min-width:280px}.answer .fig{flex:2 1 600px}
+.answer td{white-space:nowrap}.answer td:last-child{white-space:normal}
+.answer .fig figure{margin:0}.headline{font-size:1.15em;font-weight:600;margin:0.2em 0}
+.v-yes{border-left:6px solid #2a8f2a}.v-no{border-left:6px solid #c0392b}
+.v-undecided,.v-not-measured{border-left:6px solid #e0b000}
+.v-measured{border-left:6px solid #3070b0}
+.badge{display:inline-block;font-size:0.8em;padding:1px 8px;border-radius:4px;color:#fff;
+background:#777;margin-right:0.3em;vertical-align:middle}.v-yes .badge{background:#2a8f2a}
+.v-no .badge{background:#c0392b}.v-undecided .badge,.v-not-measured .badge{background:#b08800}
+.v-measured .badge{background:#3070b0}
+details{margin:0.4em 0}.caption{font-weight:600;margin:0.8em 0 0.2em}
+summary{cursor:pointer;font-weight:600}details td,details th{white-space:nowrap}
+.meta{font-size:0.85em;color:#555}
 """
 
 
@@ -65,10 +80,26 @@ class HtmlReport:
         a = f' id="{html.escape(anchor)}"' if anchor else ""
         self.parts.append(f"<h{level}{a}>{html.escape(text)}</h{level}>")
 
-    def paragraph(self, text: str, css: str | None = None) -> None:
-        """Plain text (escaped); `css` picks a box style such as 'note' or 'warn'."""
+    def paragraph(self, text: str, css: str | None = None, anchor: str | None = None,
+                  badge: str | None = None) -> None:
+        """Plain text (escaped); `css` picks a box style such as 'note' or 'warn'; `badge`
+        puts a short label (a verdict) in front."""
         cls = f' class="{css}"' if css else ""
-        self.parts.append(f"<p{cls}>{html.escape(text)}</p>")
+        a = f' id="{html.escape(anchor)}"' if anchor else ""
+        b = f'<span class="badge">{html.escape(badge)}</span> ' if badge else ""
+        self.parts.append(f"<p{a}{cls}>{b}{html.escape(text)}</p>")
+
+    def open(self, tag: str, css: str | None = None, anchor: str | None = None,
+             summary: str | None = None) -> None:
+        """Open a container (`div`, `section`, `details` with its `summary`); close it with
+        `close(tag)`."""
+        cls = f' class="{html.escape(css)}"' if css else ""
+        a = f' id="{html.escape(anchor)}"' if anchor else ""
+        s = f"<summary>{html.escape(summary)}</summary>" if summary is not None else ""
+        self.parts.append(f"<{tag}{a}{cls}>{s}")
+
+    def close(self, tag: str) -> None:
+        self.parts.append(f"</{tag}>")
 
     def bullets(self, items: Sequence[str]) -> None:
         self.parts.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items)
@@ -77,11 +108,13 @@ class HtmlReport:
     def table(self, df: pd.DataFrame, digits: int = 3, max_rows: int | None = 200) -> None:
         self.parts.append(table_html(df, digits, max_rows))
 
-    def figure(self, png: str | Path | bytes, caption: str = "") -> None:
+    def figure(self, png: str | Path | bytes, caption: str = "",
+               anchor: str | None = None) -> None:
         """Embed a PNG (a path or its bytes) as a data URI."""
         data = Path(png).read_bytes() if isinstance(png, str | Path) else png
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-        self.parts.append(f'<figure><img alt="{html.escape(caption)}" '
+        a = f' id="{html.escape(anchor)}"' if anchor else ""
+        self.parts.append(f'<figure><img{a} alt="{html.escape(caption)}" '
                           f'src="{data_uri(data, "image/png")}">{cap}</figure>')
 
     def thumbnails(self, items: Sequence[tuple[str, bytes]]) -> None:
