@@ -49,6 +49,7 @@ def test_stack_on_a_csv_end_to_end(byo):
     assert set(df["split"]) == {"validation_oof", "test"}
     assert set(df["predictor"]) == {*NAMES.values(), "soft_vote", "weighted_vote", "caruana"}
     test = df[df.split == "test"]
+    test = test[(test["level"] == "frame") & (test["source"] == "all")]
     assert (test["n"] == 200).all() and (test["n_groups"] == 40).all()  # groups kept
     info = json.loads((out / "stack" / "stack.json").read_text())
     assert info["best_single"] == "xception"
@@ -189,6 +190,7 @@ def test_readme_example_is_the_file_and_runs(tmp_path):
     out = tmp_path / "byo_run"
     assert stack.main(["--logits", str(example), "--out", str(out), "--bootstrap", "0"]) == 0
     df = pd.read_csv(out / "stack" / "comparison.csv")
+    df = df[(df["level"] == "frame") & (df["source"] == "all")]
     assert set(df.loc[df.split == "test", "n"]) == {8}
     assert set(df.loc[df.split == "test", "n_groups"]) == {4}
 
