@@ -203,9 +203,13 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
     from ensemble_dfd.train import image_size_for
 
     refs = checked_refs(cfg)
+    late = accel.set_onednn(cfg.train.onednn)  # before TensorFlow loads, here and in children
+    if late:
+        log(f"warning: {late}")
     policy = accel.set_precision(cfg.train.mixed_precision)
     device = accel.describe()
-    write_json(run_dir / "env.json", environment({**device, "dtype_policy": policy}))
+    write_json(run_dir / "env.json", environment({**device, "dtype_policy": policy,
+                                                  "onednn": cfg.train.onednn}))
     log(f"device {device['device']} ({device['keras_backend']}), policy {policy}, "
         f"models {','.join(refs)}")
     if cfg.train.weights.lower() != "none":  # fail at once, not after hours of training

@@ -79,6 +79,7 @@ class TrainConfig:
     rotation: float = 0.2
     mixed_precision: str = "auto"  # "auto" (on when a GPU is visible), "on", "off", "bf16"
     process_per_model: bool = True  # train each model in a fresh process (bounded memory)
+    onednn: bool = True  # TensorFlow's oneDNN CPU kernels (TF_ENABLE_ONEDNN_OPTS); TF only
     # per-model overrides of any key above, e.g. { M2 = { lr_frozen = 1e-4 } }: from-scratch
     # profiles need them (VGG19 has no BatchNorm and diverges at rates the others need)
     per_model: dict[str, dict] = field(default_factory=dict)
