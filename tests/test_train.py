@@ -162,3 +162,36 @@ def test_phase_two_keeps_compiled_steps_when_only_the_rate_changes():
     compile_model(model, "adam", 1e-3)
     assert start_phase_two(model, base, 100, "adam", "adam", 1e-4) is True  # layers frozen
     assert len(model.trainable_weights) < n_before
+
+
+def test_save_model_streams_the_weights_and_loads_as_keras_does(tmp_path, monkeypatch):
+    """train.save_model writes Keras' .keras layout without Keras' in-memory weights copy
+    (is_memory_sufficient picks that copy; here it must not even be asked), and the file
+    loads with the same weights, optimizer state and outputs."""
+    import keras
+    import numpy as np
+    from keras.src.saving import saving_lib
+
+    from ensemble_dfd.train import load_model, save_model
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    model.fit(x, x[:, :1], epochs=1, verbose=0)
+
+    asked = []
+    monkeypatch.setattr(saving_lib, "is_memory_sufficient", lambda m: asked.append(m) or True)
+    path = save_model(model, tmp_path / "m.keras")
+    assert asked == []
+    model.save(tmp_path / "keras_own.keras")
+    assert len(asked) == 1  # the probe works: Keras' own .keras save asks (and then buffers)
+    import zipfile
+
+    names = sorted(zipfile.ZipFile(path).namelist())
+    assert names == sorted(zipfile.ZipFile(tmp_path / "keras_own.keras").namelist())
+    loaded = load_model(path)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert len(loaded.optimizer.variables) == len(model.optimizer.variables)
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
