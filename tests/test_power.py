@@ -100,6 +100,15 @@ def test_no_claim_without_a_large_split():
                         0.2)["predictors"]["stack_lr"]["beats_best"]
 
 
+def test_headline_rows_one_level_all_sources():
+    t = pd.DataFrame({"split": ["test"] * 4, "level": ["frame", None, "video", "frame"],
+                      "source": ["all", "all", "all", "FaceSwap"]})
+    assert list(power.headline_rows(t).index) == [0, 1]  # an empty level is frame
+    assert list(power.headline_rows(t, "video").index) == [2]
+    bare = t.drop(columns=["level", "source"])  # a table written before those columns
+    assert len(power.headline_rows(bare)) == 4 and power.headline_rows(bare, "video").empty
+
+
 def test_claims_json_end_to_end(tmp_path):
     """A large test split where the ensembles are clearly ahead, a tiny wild split."""
     logits, imgs = make_store(n_models=4, sizes={"validation": 600, "test": 1500, "wild": 40},

@@ -14,13 +14,8 @@ import pandas as pd
 import pytest
 from helpers import link_copy
 
-from ensemble_dfd import report, stack
-from ensemble_dfd.analysis.answers import (
-    MDD_PER_CI_WIDTH,
-    answers,
-    degradation_answer,
-    evaluation_splits,
-)
+from ensemble_dfd import power, report, stack
+from ensemble_dfd.analysis.answers import answers, degradation_answer, evaluation_splits
 from ensemble_dfd.logits import write_store
 from ensemble_dfd.reports.comparison_tables import display_table, table_groups
 from ensemble_dfd.synthetic_logits import make_store
@@ -65,10 +60,11 @@ def _planted(mdd_small: float = 0.11) -> pd.DataFrame:
 def test_an_ensemble_that_beats_and_one_that_does_not():
     [a] = answers(_planted())
     assert a.key == "ensembles" and a.verdict == "yes"
-    assert "E1 beat(s) the best single model (M1)" in a.headline
+    # power.py's headline: the claim rule has one owner
+    assert "E1 beats the best single model (M1)" in a.headline
     assert "E2" not in a.headline
     assert "(test, dfdc20k)" in a.headline
-    assert "too small to tell: small (201 faces, 61 groups)" in a.headline
+    assert "too small: small (201 faces, 61 groups; can detect ΔACC >= 0.110)" in a.headline
     assert any(d.startswith("E2: CI above 0 on test but not on dfdc20k") for d in a.details)
     t = a.table.set_index("split")
     assert list(t.index) == ["test", "dfdc20k", "small"]  # validation_oof is not evaluation
@@ -96,25 +92,35 @@ def test_every_split_too_small_is_undecided():
     [a] = answers(df)
     assert a.verdict == "undecided"
     assert a.headline.startswith("No evaluation split is large enough to tell whether an "
-                                 "ensemble beats the best single model (M1) by 3 accuracy "
-                                 "points; too small to tell: test (3000 faces, 1500 groups)")
+                                 "ensemble beats the best single model (M1); too small: "
+                                 "test (3000 faces, 1500 groups; can detect ΔACC >= 0.200)")
     # a larger minimum effect of interest makes them large enough
     [b] = answers(df, min_effect=0.25)
     assert b.verdict == "no"  # E1 is below 0 on `small`, E2 holds 0 on dfdc20k
 
 
-def test_power_estimated_from_ci_width_without_mdd_column():
+def test_without_mdd_column_the_power_is_unknown_not_estimated():
     df = _planted().drop(columns="mdd_acc")
     _, _, infos = evaluation_splits(df)
-    by = {i.split: i for i in infos}
-    # ensemble CI widths on test: 0.04 and 0.04
-    assert by["test"].mdd_acc == pytest.approx(0.04 * MDD_PER_CI_WIDTH)
-    assert by["test"].mdd_from == "estimated"
-    assert pytest.approx(0.7148, rel=1e-3) == MDD_PER_CI_WIDTH  # 2.80 SE per 3.92 SE
-    assert by["test"].large_enough  # 2.9 points <= 3
-    assert not by["small"].large_enough  # widths 0.14 and 0.04: median 0.09 -> 6.4 points
+    assert [i.split for i in infos] == ["test", "dfdc20k", "small"]
+    assert all(np.isnan(i.mdd_acc) and i.large_enough is None for i in infos)
     [a] = answers(df)
-    assert a.verdict == "yes" and a.table.iloc[0]["detectable ΔACC (pts)"] == "2.9 (est.)"
+    assert a.verdict == "undecided"
+    assert a.headline.startswith("The split power is unknown")
+    assert "re-run `python -m ensemble_dfd.stack --overwrite`" in a.headline
+    t = a.table.set_index("split")
+    assert t.loc["test", "detectable ΔACC (pts)"] == "—"
+    assert t.loc["test", "large enough (≤ 3 pts)"] == "unknown"
+    assert t.loc["test", "ΔACC pts [95% CI]"] == "+4.0 [+2.0, +6.0]"  # the CIs still shown
+
+
+def test_answer_is_power_claims():
+    """Without claims.json the answer is exactly power.claims on the table."""
+    df = _planted().assign(mdd_auc=0.02)
+    c = power.claims(df, "M1", exclude=("validation", "validation_oof"))
+    [a] = answers(df)
+    assert a.headline == c["headline"]
+    assert [a2.headline for a2 in answers(df, c)] == [c["headline"]]
 
 
 def test_claims_json_wins_over_the_derivation():
@@ -152,7 +158,7 @@ def test_level_and_source_rows_headline_is_frame_all_video_shown_beside():
     per_source[["d_acc_lo"]] = -0.5  # would turn the answer to "no" if it were used
     df = pd.concat([video, per_source, frame], ignore_index=True)
     [a] = answers(df)
-    assert a.verdict == "yes" and "E1 beat(s)" in a.headline
+    assert a.verdict == "yes" and "E1 beats" in a.headline
     t = a.table.set_index("split")
     assert t.loc["test", "faces"] == 3000  # frame rows
     assert t.loc["test", "video ΔACC pts"] == "+9.0 [+7.0, +11.0]"
@@ -287,8 +293,10 @@ def test_page_uses_claims_json_and_level_source_rows(small_report, tmp_path):
     """claims.json's headline on the page; comparison.csv with level/source columns gives
     video-level numbers beside the headline's and one table per level, source and split."""
     run = link_copy(small_report, tmp_path / "run")
-    claims = {"best_single": "M1", "min_effect": 0.03, "splits": {}, "predictors": {},
-              "headline": "Planted headline from claims.json."}
+    claims = json.loads((run / "stack" / "claims.json").read_text())  # the stack's
+    assert claims["splits"]  # the page's splits and their power come from here
+    claims["headline"] = "Planted headline from claims.json."
+    (run / "stack" / "claims.json").unlink()  # a hard link: replace, never write through
     (run / "stack" / "claims.json").write_text(json.dumps(claims))
     comp = pd.read_csv(run / "stack" / "comparison.csv")
     for col, keep in (("level", "frame"), ("source", "all")):  # stack may write them

@@ -44,14 +44,17 @@ def mdd(diff_samples: np.ndarray | None) -> float:
     return Z_SUM * sd if sd > 0 else float("nan")
 
 
-def headline_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows claims are judged on: frame level, all sources (tables without the level or
-    source column count as such)."""
+def headline_rows(table: pd.DataFrame, level: str = "frame") -> pd.DataFrame:
+    """The rows claims are judged on: one level (frame by default), all sources. A table
+    without the level or source column, or a row with it empty, counts as frame level, all
+    sources."""
     keep = np.ones(len(table), dtype=bool)
     if "level" in table.columns:
-        keep &= (table["level"] == "frame").to_numpy()
+        keep &= (table["level"].fillna("frame").astype(str) == level).to_numpy()
+    elif level != "frame":
+        keep[:] = False
     if "source" in table.columns:
-        keep &= (table["source"] == "all").to_numpy()
+        keep &= (table["source"].fillna("all").astype(str) == "all").to_numpy()
     return table[keep]
 
 

@@ -46,7 +46,7 @@ from ensemble_dfd.reports.report_page import (
     write_intervention,
     write_split,
 )
-from ensemble_dfd.rundir import FIT_SPLIT, REPORT_DIR, Run
+from ensemble_dfd.rundir import CLAIMS_FILE, FIT_SPLIT, REPORT_DIR, Run
 from ensemble_dfd.runio import environment, guard_overwrite, staged_dir, write_json
 
 
@@ -190,7 +190,7 @@ def load_inputs(args: argparse.Namespace, run: Run) -> Inputs:
 
 def read_stack_tables(run: Run) -> tuple[pd.DataFrame | None, dict | None]:
     """stack/comparison.csv and stack/claims.json, each None when absent."""
-    comp, claims = run.stack_dir / "comparison.csv", run.stack_dir / "claims.json"
+    comp, claims = run.stack_dir / "comparison.csv", run.stack_dir / CLAIMS_FILE
     table = None
     if comp.is_file():
         try:

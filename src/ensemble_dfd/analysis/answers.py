@@ -4,14 +4,11 @@ stack step wrote one) and the degradation study's results:
 1. does any ensemble beat the best single model, on which evaluation splits, with CIs;
 2. what blur, downscaling (size) and JPEG compression do to the detectors.
 
-The rule for 1 is the stack step's (claims.json): a predictor beats the best single model
-only if, on EVERY evaluation split large enough to tell (not validation), the 95% CI of its
-accuracy difference lies above 0 (frame level, all sources), and at least one such split
-exists. A split is large enough when the smallest accuracy difference it can detect
-(`mdd_acc`, 80% power, two-sided 5%) is at most `min_effect`. When claims.json is absent the
-same answer is derived from comparison.csv; without its `mdd_acc` column the detectable
-difference is estimated from the width of the ΔACC intervals: (z.975 + z.8) · SE, with
-SE = CI width / (2 · 1.96).
+The rule for 1, each split's power and the headline sentence belong to `ensemble_dfd.power`
+(the stack step writes them to claims.json): this module takes them from claims.json when
+present, else asks power.py to derive them from comparison.csv, and only presents them. A
+comparison table without `mdd_acc` (written before the stack step computed it) has no known
+split power: the answer says so and asks to re-run `stack`.
 """
 
 from __future__ import annotations
@@ -24,19 +21,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ensemble_dfd import power
 from ensemble_dfd.rundir import FIT_SPLIT, OOF_SPLIT
 
-DEFAULT_MIN_EFFECT = 0.03
-MDD_PER_CI_WIDTH = (1.959964 + 0.841621) / (2 * 1.959964)  # MDD = 2.80 SE; width = 3.92 SE
+DEFAULT_MIN_EFFECT = power.DEFAULT_MIN_EFFECT
 NOT_EVALUATION = (FIT_SPLIT, OOF_SPLIT)
+QUESTION = "Does any ensemble beat the best single model?"
 
 
 @dataclass(frozen=True)
 class Answer:
     """One question of the report, answered in a sentence with its evidence.
 
-    verdict: "yes" | "no" | "undecided" (no split large enough) | "measured" |
-    "not measured"."""
+    verdict: "yes" | "no" | "undecided" (no split large enough, or power unknown) |
+    "measured" | "not measured"."""
 
     key: str
     question: str
@@ -47,75 +45,65 @@ class Answer:
 
 
 def headline_rows(comparison: pd.DataFrame, level: str = "frame") -> pd.DataFrame:
-    """Rows of one level over all sources, evaluation splits only. A table without
-    `level`/`source` columns (written before they existed) is frame level, all sources;
-    so is a row whose level/source is empty."""
-    df = comparison
-    if "level" in df.columns:
-        df = df[df["level"].fillna("frame").astype(str) == level]
-    elif level != "frame":
-        return df.iloc[:0]
-    if "source" in df.columns:
-        df = df[df["source"].fillna("all").astype(str) == "all"]
+    """power.headline_rows of one level, evaluation splits only."""
+    df = power.headline_rows(comparison, level)
     return df[~df["split"].isin(NOT_EVALUATION)]
-
-
-def _finite(values: pd.Series) -> np.ndarray:
-    v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-    return v[np.isfinite(v)]
-
-
-def split_mdd(part: pd.DataFrame) -> tuple[float, str]:
-    """The split's detectable ΔACC and how it was found ("stated" or "estimated"): the
-    median over its ensemble rows of `mdd_acc`, else of the ΔACC CI width times
-    MDD_PER_CI_WIDTH."""
-    ens = part[part["kind"] == "ensemble"]
-    rows = ens if len(ens) else part
-    if "mdd_acc" in rows.columns:
-        v = _finite(rows["mdd_acc"])
-        if v.size:
-            return float(np.median(v)), "stated"
-    width = (pd.to_numeric(rows["d_acc_hi"], errors="coerce")
-             - pd.to_numeric(rows["d_acc_lo"], errors="coerce")).to_numpy(dtype=float)
-    width = width[np.isfinite(width) & (width > 0)]
-    if width.size:
-        return float(np.median(width) * MDD_PER_CI_WIDTH), "estimated"
-    return math.nan, "unknown"
 
 
 @dataclass(frozen=True)
 class SplitInfo:
+    """One evaluation split's size and power as power.split_power / claims.json state it
+    (mdd_acc NaN and large_enough None when unknown)."""
+
     split: str
     n: int
     n_groups: int
     mdd_acc: float
-    mdd_from: str
-    large_enough: bool
+    large_enough: bool | None
 
     def describe(self) -> str:
         return f"{self.split} ({self.n} faces, {self.n_groups} groups)"
 
 
-def split_infos(rows: pd.DataFrame, best: str, min_effect: float,
-                claims: Mapping[str, Any] | None) -> list[SplitInfo]:
-    """Size and power of each evaluation split, from claims.json where it has the split."""
-    stated = (claims or {}).get("splits", {})
-    out = []
-    for split, part in rows.groupby("split", sort=False):
-        b = part[part["predictor"] == best]
-        ref = b.iloc[0] if len(b) else part.iloc[0]
-        mdd, how = split_mdd(part)
-        c = stated.get(split)
-        if c is not None:
-            mdd = float(c.get("mdd_acc", mdd))
-            how = "stated"
-            large = bool(c.get("large_enough", mdd <= min_effect))
-            n, n_groups = int(c.get("n", ref["n"])), int(c.get("n_groups", ref["n_groups"]))
-        else:
-            large = bool(np.isfinite(mdd) and mdd <= min_effect)
-            n, n_groups = int(ref["n"]), int(ref["n_groups"])
-        out.append(SplitInfo(str(split), n, n_groups, mdd, how, large))
-    return out
+def _power_known(comparison: pd.DataFrame) -> bool:
+    return "mdd_acc" in comparison.columns
+
+
+def stack_claims(comparison: pd.DataFrame, claims: Mapping[str, Any] | None = None,
+                 min_effect: float = DEFAULT_MIN_EFFECT) -> dict[str, Any] | None:
+    """claims.json's content: as given, else power.claims on `comparison`; None when the
+    table has no `mdd_acc` (split power unknown)."""
+    if claims:
+        return dict(claims)
+    if not _power_known(comparison):
+        return None
+    table = comparison if "mdd_auc" in comparison.columns else comparison.assign(
+        mdd_auc=math.nan)
+    frame = headline_rows(table)
+    best = str(frame["vs"].iloc[0]) if "vs" in frame.columns and len(frame) else "—"
+    return power.claims(table, best, min_effect, exclude=NOT_EVALUATION)
+
+
+def _infos(comparison: pd.DataFrame, claims: Mapping[str, Any] | None) -> list[SplitInfo]:
+    if claims is not None:
+        return [SplitInfo(str(s), int(i["n"]), int(i["n_groups"]),
+                          float(i.get("mdd_acc", math.nan)), bool(i["large_enough"]))
+                for s, i in claims.get("splits", {}).items()]
+    sizes = power.split_power(comparison.assign(mdd_acc=math.nan, mdd_auc=math.nan),
+                              NOT_EVALUATION)
+    return [SplitInfo(s, i["n"], i["n_groups"], math.nan, None) for s, i in sizes.items()]
+
+
+def evaluation_splits(comparison: pd.DataFrame, claims: Mapping[str, Any] | None = None,
+                      min_effect: float = DEFAULT_MIN_EFFECT
+                      ) -> tuple[str, float, list[SplitInfo]]:
+    """The best single model, the minimum effect of interest and each evaluation split's
+    size and power (claims.json's, else power.py's on `comparison`)."""
+    c = stack_claims(comparison, claims, min_effect)
+    frame = headline_rows(comparison)
+    best = str((c or {}).get("best_single") or (
+        frame["vs"].iloc[0] if "vs" in frame.columns and len(frame) else "—"))
+    return best, float((c or {}).get("min_effect", min_effect)), _infos(comparison, c)
 
 
 def _pts(v: float) -> str:
@@ -132,24 +120,6 @@ def fmt_delta(r: pd.Series | None, metric: str, points: bool) -> str:
     if not np.isfinite(v):
         return "—"
     return f(v) + (f" [{f(lo)}, {f(hi)}]" if np.isfinite(lo) and np.isfinite(hi) else "")
-
-
-def _verdicts(rows: pd.DataFrame, infos: list[SplitInfo], claims: Mapping[str, Any] | None
-              ) -> dict[str, dict[str, Any]]:
-    """Per ensemble: beats (bool), supported_on, not_supported_on, too_small."""
-    stated = (claims or {}).get("predictors", {})
-    large = [i.split for i in infos if i.large_enough]
-    small = [i.split for i in infos if not i.large_enough]
-    out = {}
-    for name, g in rows[rows["kind"] == "ensemble"].groupby("predictor", sort=False):
-        lo = g.set_index("split")["d_acc_lo"].astype(float)
-        sup = [s for s in large if s in lo.index and lo[s] > 0]
-        v = {"beats_best": bool(large) and len(sup) == len(large), "supported_on": sup,
-             "not_supported_on": [s for s in large if s not in sup], "too_small": small}
-        if name in stated:
-            v |= {k: stated[name][k] for k in v if k in stated[name]}
-        out[str(name)] = v
-    return out
 
 
 def _row(rows: pd.DataFrame, split: str, name: str) -> pd.Series | None:
@@ -171,8 +141,9 @@ def _split_table(frame: pd.DataFrame, video: pd.DataFrame, infos: list[SplitInfo
         out.append({
             "split": i.split, "faces": i.n, "groups": i.n_groups,
             "detectable ΔACC (pts)": "—" if not np.isfinite(i.mdd_acc)
-            else f"{100 * i.mdd_acc:.1f}" + (" (est.)" if i.mdd_from == "estimated" else ""),
-            f"large enough (≤ {100 * min_effect:g} pts)": "yes" if i.large_enough else "no",
+            else f"{100 * i.mdd_acc:.1f}",
+            f"large enough (≤ {100 * min_effect:g} pts)": "unknown" if i.large_enough is None
+            else "yes" if i.large_enough else "no",
             "top ensemble": name, "ΔACC pts [95% CI]": fmt_delta(top, "acc", True),
             "ΔAUC [95% CI]": fmt_delta(top, "auc", False)}
             | ({"video ΔACC pts": fmt_delta(vid, "acc", True),
@@ -182,24 +153,15 @@ def _split_table(frame: pd.DataFrame, video: pd.DataFrame, infos: list[SplitInfo
     return pd.DataFrame(out)
 
 
-def _headline(verdicts: dict[str, dict[str, Any]], infos: list[SplitInfo], best: str,
-              min_effect: float) -> tuple[str, str]:
-    large = [i.split for i in infos if i.large_enough]
-    small = [i.describe() for i in infos if not i.large_enough]
-    tail = f"; too small to tell: {', '.join(small)}" if small else ""
-    winners = [n for n, v in verdicts.items() if v["beats_best"]]
-    if not infos:
-        return "undecided", "No evaluation split (other than validation) was scored by stack."
-    if winners:
-        return "yes", (f"{', '.join(winners)} beat(s) the best single model ({best}) on "
-                       f"every evaluation split large enough to tell ({', '.join(large)})"
-                       f"{tail}.")
-    if not large:
-        return "undecided", (f"No evaluation split is large enough to tell whether an "
-                             f"ensemble beats the best single model ({best}) by "
-                             f"{100 * min_effect:g} accuracy points{tail}.")
-    return "no", (f"No ensemble beats the best single model ({best}) on every evaluation "
-                  f"split large enough to tell ({', '.join(large)}){tail}.")
+def _verdict(claims: Mapping[str, Any], ensembles: list[str]
+             ) -> tuple[str, dict[str, dict[str, Any]]]:
+    """yes / no / undecided from claims.json's splits and predictors (ensembles only)."""
+    stated = claims.get("predictors", {})
+    verdicts = {n: stated[n] for n in ensembles if n in stated}
+    if any(v.get("beats_best") for v in verdicts.values()):
+        return "yes", verdicts
+    large = any(i.get("large_enough") for i in claims.get("splits", {}).values())
+    return ("no" if large else "undecided"), verdicts
 
 
 def _details(frame: pd.DataFrame, video: pd.DataFrame, infos: list[SplitInfo],
@@ -211,7 +173,8 @@ def _details(frame: pd.DataFrame, video: pd.DataFrame, infos: list[SplitInfo],
             continue
         top = ens.loc[ens["d_acc"].astype(float).idxmax()]
         name = str(top["predictor"])
-        size = ("large enough" if i.large_enough else "too small") + (
+        size = ("power unknown" if i.large_enough is None
+                else "large enough" if i.large_enough else "too small") + (
             f", detects ≥ {100 * i.mdd_acc:.1f} pts" if np.isfinite(i.mdd_acc) else "")
         line = (f"{i.describe()}, {size}: best ensemble {name} ΔACC "
                 f"{fmt_delta(top, 'acc', True)} pts, ΔAUC {fmt_delta(top, 'auc', False)}")
@@ -221,44 +184,39 @@ def _details(frame: pd.DataFrame, video: pd.DataFrame, infos: list[SplitInfo],
                      f"{fmt_delta(vid, 'auc', False)}")
         out.append(line + ".")
     for name, v in verdicts.items():
-        if v["supported_on"] and not v["beats_best"]:
+        if v.get("supported_on") and not v.get("beats_best"):
             out.append(f"{name}: CI above 0 on {', '.join(v['supported_on'])} but not on "
                        f"{', '.join(v['not_supported_on'])}.")
     return out
 
 
-def evaluation_splits(comparison: pd.DataFrame, claims: Mapping[str, Any] | None = None,
-                      min_effect: float = DEFAULT_MIN_EFFECT
-                      ) -> tuple[str, float, list[SplitInfo]]:
-    """The best single model, the minimum effect of interest and each evaluation split's
-    size and power (claims.json's values where it has them)."""
-    min_effect = float((claims or {}).get("min_effect", min_effect))
-    frame = headline_rows(comparison, "frame")
-    best = str((claims or {}).get("best_single") or (
-        frame["vs"].iloc[0] if "vs" in frame.columns and len(frame) else "—"))
-    return best, min_effect, split_infos(frame, best, min_effect, claims)
-
-
 def answers(comparison: pd.DataFrame, claims: Mapping[str, Any] | None = None,
             min_effect: float = DEFAULT_MIN_EFFECT) -> list[Answer]:
     """The stack comparison's answers (today one: does any ensemble beat the best single
-    model). `claims` (stack/claims.json) wins over what is derived from `comparison` for the
-    best single model, min_effect, the splits' power and each predictor's verdict."""
+    model). The verdicts, split power and headline are `claims` (stack/claims.json) when
+    given, else power.claims on `comparison`."""
     missing = {"split", "predictor", "kind", "d_acc", "d_acc_lo", "d_acc_hi", "n",
                "n_groups"} - set(comparison.columns)
     if missing:
         raise ValueError(f"comparison table lacks column(s) {', '.join(sorted(missing))}")
-    claims = claims or None
-    best, min_effect, infos = evaluation_splits(comparison, claims, min_effect)
+    c = stack_claims(comparison, claims, min_effect)
+    best, min_effect, infos = evaluation_splits(comparison, c, min_effect)
     frame = headline_rows(comparison, "frame")
     video = headline_rows(comparison, "video")
-    verdicts = _verdicts(frame, infos, claims)
-    verdict, headline = _headline(verdicts, infos, best, min_effect)
-    if claims and claims.get("headline"):
-        headline = str(claims["headline"])
-    return [Answer("ensembles", "Does any ensemble beat the best single model?", verdict,
-                   headline, tuple(_details(frame, video, infos, verdicts)),
-                   _split_table(frame, video, infos, min_effect))]
+    table = _split_table(frame, video, infos, min_effect)
+    if c is None:
+        return [Answer("ensembles", QUESTION, "undecided",
+                       "The split power is unknown: stack/comparison.csv has no mdd_acc "
+                       "column (written before the stack step computed it); re-run "
+                       "`python -m ensemble_dfd.stack --overwrite` to tell whether an "
+                       f"ensemble beats the best single model ({best}).",
+                       tuple(_details(frame, video, infos, {})), table)]
+    ensembles = list(dict.fromkeys(frame.loc[frame["kind"] == "ensemble", "predictor"]))
+    verdict, verdicts = _verdict(c, [str(n) for n in ensembles])
+    headline = str(c.get("headline") or power.headline(best, c.get("splits", {}),
+                                                        c.get("predictors", {})))
+    return [Answer("ensembles", QUESTION, verdict, headline,
+                   tuple(_details(frame, video, infos, verdicts)), table)]
 
 
 # ---------------------------------------------------------------------------------------

@@ -246,7 +246,7 @@ def front_matter(folder: Path, comparison: pd.DataFrame | None,
             front.figures["ensembles"] = [forest]
     else:
         front.answers.append(Answer(
-            "ensembles", "Does any ensemble beat the best single model?", "not measured",
+            "ensembles", AN.QUESTION, "not measured",
             "The run has no stack/comparison.csv: run `python -m ensemble_dfd.stack` "
             "first."))
     front.answers.append(AN.degradation_answer(inter, best, primary))
