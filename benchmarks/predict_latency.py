@@ -30,12 +30,14 @@ DEFAULT_VIDEOS = ROOT.parent / "shared" / "data" / "wild"
 BACKENDS = ("keras", "onnx")
 
 
-def cold_runs(run: Path, video: Path, backend: str, n: int, learner: str) -> list[float]:
+def cold_runs(run: Path, video: Path, backend: str, n: int, learner: str,
+              keyframes: bool = False) -> list[float]:
     out = []
     for _ in range(n):
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "ensemble_dfd.predict", str(video),
-                               "--run", str(run), "--learner", learner, "--backend", backend],
+                               "--run", str(run), "--learner", learner, "--backend", backend]
+                              + (["--keyframes"] if keyframes else []),
                               capture_output=True, text=True)
         out.append(time.perf_counter() - t)
         if proc.returncode not in (0, 3):
@@ -43,11 +45,13 @@ def cold_runs(run: Path, video: Path, backend: str, n: int, learner: str) -> lis
     return out
 
 
-def warm_runs(run: Path, videos: list, backend: str, learner: str) -> dict:
+def warm_runs(run: Path, videos: list, backend: str, learner: str,
+              keyframes: bool = False) -> dict:
+    from ensemble_dfd.limits import Limits
     from ensemble_dfd.verdict import Predictor
 
     t = time.perf_counter()
-    pred = Predictor(run, learner, backend=backend)
+    pred = Predictor(run, learner, backend=backend, limits=Limits(keyframes=keyframes))
     load = time.perf_counter() - t
     warm = pred.warm_up()
     used = sorted(set(pred.backends.values()))
@@ -72,7 +76,12 @@ def main() -> int:
     p.add_argument("--videos", type=Path, default=DEFAULT_VIDEOS)
     p.add_argument("--cold", type=int, default=1, help="fresh processes per backend")
     p.add_argument("--learner", default="auto")
+    p.add_argument("--keyframes", action="store_true",
+                   help="also time ONNX with keyframe-only video reading (predict --keyframes)")
     args = p.parse_args()
+    configs = {b: (b, False) for b in BACKENDS}
+    if args.keyframes:
+        configs["onnx+kf"] = ("onnx", True)
     from ensemble_dfd.verdict import expand_inputs
 
     if not args.videos.is_dir():
@@ -82,19 +91,20 @@ def main() -> int:
     print(f"run {args.run}, {len(videos)} videos from {args.videos}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at start")
     results = {}
-    for backend in BACKENDS:
-        cold = cold_runs(args.run, videos[0][0], backend, args.cold, args.learner)
-        results[backend] = {"cold": cold, **warm_runs(args.run, videos, backend, args.learner)}
+    for name, (backend, kf) in configs.items():
+        cold = cold_runs(args.run, videos[0][0], backend, args.cold, args.learner, kf)
+        results[name] = {"cold": cold,
+                         **warm_runs(args.run, videos, backend, args.learner, kf)}
     print(f"\n{'video':<18}{'faces':>6}" + "".join(
-        f"{b + ' s':>10}{'detect':>8}{'models':>8}" for b in BACKENDS))
+        f"{b + ' s':>10}{'detect':>8}{'models':>8}" for b in configs))
     for i, (path, _) in enumerate(videos):
         line = f"{path.name:<18}{results[BACKENDS[0]]['rows'][i]['faces']:>6}"
-        for b in BACKENDS:
+        for b in configs:
             r = results[b]["rows"][i]
             line += f"{r['total']:>10.2f}{r['detect']:>8.2f}{r['models']:>8.3f}"
         print(line)
     print()
-    for b in BACKENDS:
+    for b in configs:
         res = results[b]
         totals = [r["total"] for r in res["rows"]]
         med, mx = statistics.median(totals), max(totals)

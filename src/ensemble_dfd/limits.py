@@ -39,13 +39,17 @@ class Limits:
     seconds: wall time for one input (checked between frames; 0 = none);
     sequential_frames: a video whose last wanted frame is beyond this is read by seeking to
         each wanted frame instead of walking every frame (a container claiming 60,000 frames
-        costs ``max_frames`` seeks, not 60,000 decodes).
+        costs ``max_frames`` seeks, not 60,000 decodes);
+    keyframes: decode only keyframes, at most ``max_frames`` of them spread over the video,
+        instead of the run's frame step (``data/keyframes.py``; fast, but not the frames
+        the run's faces were cut from).
     """
 
     max_frames: int = 32
     max_pixels: int = 25_000_000
     seconds: float = 60.0
     sequential_frames: int = 1500
+    keyframes: bool = False
 
     def __post_init__(self) -> None:
         if self.max_frames < 1:

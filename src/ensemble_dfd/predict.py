@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"largest image or frame (default {d.max_pixels / 1e6:g})")
     p.add_argument("--timeout", type=float, default=d.seconds,
                    help=f"seconds per input, 0 = none (default {d.seconds:g})")
+    p.add_argument("--keyframes", action="store_true",
+                   help="videos: decode only keyframes (at most --max-frames, spread over the "
+                        "video) instead of the run's frame step: much faster, other frames "
+                        "than the run's faces came from (needs PyAV)")
     p.add_argument("--backend", choices=("onnx", "keras"), default="onnx",
                    help="onnx: each model's ONNX artifact where one is fresh (python -m "
                         "ensemble_dfd.artifacts --run RUN makes them), else Keras; keras: "
@@ -169,7 +173,7 @@ def exit_code(records: list[dict]) -> int:
 
 def _limits(args: argparse.Namespace) -> Limits:
     return Limits(max_frames=args.max_frames, max_pixels=int(args.max_megapixels * 1e6),
-                  seconds=args.timeout)
+                  seconds=args.timeout, keyframes=args.keyframes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -468,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=d.max_frames)
     p.add_argument("--max-megapixels", type=float, default=d.max_pixels / 1e6)
     p.add_argument("--timeout", type=float, default=d.seconds, help="seconds per request")
+    p.add_argument("--keyframes", action="store_true",
+                   help="videos: decode only keyframes (fast; see predict --help)")
     p.add_argument("--backend", choices=("onnx", "keras"), default="onnx",
                    help="ONNX artifacts where fresh, else Keras (see ensemble_dfd.artifacts)")
     p.add_argument("--read-timeout", type=float, default=10.0,
@@ -494,7 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(warning, file=sys.stderr)
     try:
         limits = Limits(max_frames=args.max_frames,
-                        max_pixels=int(args.max_megapixels * 1e6), seconds=args.timeout)
+                        max_pixels=int(args.max_megapixels * 1e6), seconds=args.timeout,
+                        keyframes=args.keyframes)
         predictor = Predictor(args.run, args.learner, args.aggregate, args.faces,
                               limits=limits, backend=args.backend)
         app = create_app(args.run, args.learner, args.aggregate, args.faces,

@@ -258,9 +258,15 @@ def _extract_video(path: Path, res: InputFaces, p: PrepareConfig, mode: str,
     if p.frames_per_video:  # the run's faces were N per video: the same, within the limits
         every, every_seconds = 1, 0.0
         limits = replace(limits, max_frames=min(limits.max_frames, p.frames_per_video))
+    if limits.keyframes:
+        from ensemble_dfd.data.keyframes import iter_keyframes
+
+        frames = iter_keyframes(path, p.max_width, report, limits, deadline)
+    else:
+        frames = framelib.iter_frames_bounded(path, every, every_seconds, p.max_width, report,
+                                              limits, deadline)
     try:
-        for index, bgr in framelib.iter_frames_bounded(path, every, every_seconds,
-                                                       p.max_width, report, limits, deadline):
+        for index, bgr in frames:
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             res.frames_kept += 1
             if mode == "as-is":
