@@ -6,7 +6,9 @@ warm: one in-process Predictor per backend, warmed up first (every batch shape o
       ``serve`` does before it reports ready), then each video predicted alone; median and
       max per video, and where the time goes (frame decoding + face detection vs models).
 
-Usage: python benchmarks/predict_latency.py --run RUN_DIR [--videos DIR] [--cold N]
+--keyframes adds a third column: ONNX with keyframe-only video reading (predict --keyframes).
+
+Usage: python benchmarks/predict_latency.py --run RUN_DIR [--videos DIR] [--cold N] [--keyframes]
 Export the artifacts first: python -m ensemble_dfd.artifacts --run RUN_DIR
 Runs on CPU (CUDA_VISIBLE_DEVICES is cleared) and prints ratios measured in this one run.
 """
