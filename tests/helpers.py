@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -50,3 +52,43 @@ def write_face_video(path: Path, n_frames: int = 250, size: int = 64, seed: int 
         writer.write(np.roll(face, i % 3, axis=1))
     writer.release()
     return path
+
+
+CHROMIUM = os.environ.get("ENSEMBLE_DFD_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("ENSEMBLE_DFD_CHROMEDRIVER", "/usr/bin/chromedriver")
+CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run")
+
+
+def need_browser() -> None:
+    """Skip the calling test, with the reason, where Chromium, its driver or Selenium is
+    absent."""
+    import pytest
+
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} absent: install Debian's chromium and "
+                    "chromium-driver packages to run the browser test")
+    pytest.importorskip("selenium", reason="selenium is not installed (dev extra)")
+
+
+@contextlib.contextmanager
+def chrome_driver(profile: Path, *flags: str) -> Iterator:
+    """Headless Debian Chromium driven by Selenium (driver path given, SE_OFFLINE: Selenium
+    Manager never downloads anything); skips the test where it cannot run."""
+    need_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_OFFLINE"] = "true"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in (*CHROME_FLAGS, *flags, f"--user-data-dir={profile}"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -6,28 +6,13 @@ driver path explicitly and SE_OFFLINE=true, so Selenium Manager never downloads 
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
-
-CHROMIUM = os.environ.get("ENSEMBLE_DFD_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("ENSEMBLE_DFD_CHROMEDRIVER", "/usr/bin/chromedriver")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run")
-
-
-def _need_browser() -> None:
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} absent: install Debian's chromium and "
-                    "chromium-driver packages to run the browser test")
-    pytest.importorskip("selenium", reason="selenium is not installed (dev extra)")
+from helpers import chrome_driver, need_browser
 
 
 def _free_port() -> int:
@@ -39,7 +24,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tiny_run, tmp_path_factory):
     """Base URL of the service for the tiny run, running in a background thread."""
-    _need_browser()
+    need_browser()
     import uvicorn
 
     from ensemble_dfd.serve import create_app
@@ -62,22 +47,8 @@ def server(tiny_run, tmp_path_factory):
 
 @pytest.fixture()
 def browser(tmp_path):
-    _need_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager: never download a driver/browser
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in FLAGS:
-        opts.add_argument(flag)
-    opts.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(60)
-    try:
+    with chrome_driver(tmp_path / "profile") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _upload_file(tmp_path) -> Path:

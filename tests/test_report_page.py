@@ -5,14 +5,12 @@ forest plot, and the page of a small synthetic run opened in headless Chromium."
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import link_copy
+from helpers import chrome_driver, link_copy
 
 from ensemble_dfd import power, report, stack
 from ensemble_dfd.analysis.answers import answers, degradation_answer, evaluation_splits
@@ -254,8 +252,6 @@ def test_bad_claims_json_names_the_file(tmp_path):
 # ---------------------------------------------------------------------------------------
 # the page of a small run (synthetic logits, stack, report without images or models)
 
-CHROMIUM = os.environ.get("ENSEMBLE_DFD_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("ENSEMBLE_DFD_CHROMEDRIVER", "/usr/bin/chromedriver")
 
 
 @pytest.fixture(scope="module")
@@ -317,32 +313,12 @@ def test_page_uses_claims_json_and_level_source_rows(small_report, tmp_path):
     assert "test, frame level, source synthetic" in page
 
 
-def _need_browser() -> None:
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} absent: install Debian's chromium and "
-                    "chromium-driver packages to run the browser test")
-    pytest.importorskip("selenium", reason="selenium is not installed (dev extra)")
-
-
 def test_answers_on_the_first_screen_in_chromium(small_report, tmp_path):
     """Headless Chromium at 1280x900: the headline answer and the forest plot (decoded,
     non-empty) are on the first screen; the raw statistics come after it."""
-    _need_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
+    with chrome_driver(tmp_path / "profile", "--window-size=1280,900") as driver:
+        from selenium.webdriver.common.by import By
 
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager: never download anything
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--no-first-run",
-                 "--window-size=1280,900", f"--user-data-dir={tmp_path / 'profile'}"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    try:
-        driver.set_page_load_timeout(60)
         driver.get((small_report / "report" / "index.html").resolve().as_uri())
         screen = driver.execute_script("return window.innerHeight")
         head = driver.find_element(By.ID, "headline-ensembles")
@@ -362,5 +338,3 @@ def test_answers_on_the_first_screen_in_chromium(small_report, tmp_path):
         assert np.isfinite(top(stats))
         assert driver.find_element(By.ID, "headline-degradation").text.startswith(
             "NOT MEASURED The controlled degradation study was not run")
-    finally:
-        driver.quit()

@@ -196,7 +196,7 @@ def export_run(run_dir: str | Path, refs: Sequence[str] | None = None,
             log(f"{ref}: {exc}")
             failed.append(ref)
             continue
-        finally:  # each model's graphs go before the next (the ten-model export reached 14 GB)
+        finally:  # each model's graphs go before the next model is converted
             keras.backend.clear_session()
             memory.release()
         log(f"{ref}: {artifact_path(path)} (max |logit diff| to Keras "

@@ -12,6 +12,7 @@ split the meta-learners are fit on is stored under the name `validation`.
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,22 @@ class ImportedTable:
     logits: pd.DataFrame
     images: pd.DataFrame
     info: dict[str, Any]
+
+
+def add_input_args(p: argparse.ArgumentParser, out_help: str) -> None:
+    """``--run RUN`` or ``--logits TABLE --out DIR [--fit-split S]``: where stack and report
+    read their logits (one definition for both commands)."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=Path, help="run folder with logits.parquet")
+    src.add_argument("--logits", type=Path, metavar="TABLE",
+                     help="logits from elsewhere: a CSV or parquet table with columns model, "
+                          "split, path, label, logit (optional run, group, source, video); "
+                          "imported into --out as a run folder (README: 'Bring your own "
+                          "logits')")
+    p.add_argument("--out", type=Path, help=out_help)
+    p.add_argument("--fit-split", default=FIT_SPLIT,
+                   help="with --logits: the table's split the meta-learners are fit on "
+                        f"(stored as '{FIT_SPLIT}'; default %(default)s)")
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

@@ -38,7 +38,7 @@ from ensemble_dfd.analysis.report_analysis import (
 from ensemble_dfd.cli_common import run_main, say_done
 from ensemble_dfd.errors import UserError
 from ensemble_dfd.logits import LogitMatrix, StoreError, logit_matrix, model_sort_key, read_store
-from ensemble_dfd.logits_table import import_for_command
+from ensemble_dfd.logits_table import add_input_args, import_for_command
 from ensemble_dfd.reports.report_page import (
     build_html,
     front_matter,
@@ -69,18 +69,9 @@ def _warn(msg: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ensemble_dfd.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", type=Path, help="run folder with logits.parquet")
-    src.add_argument("--logits", type=Path, metavar="TABLE",
-                     help="logits from elsewhere (CSV or parquet: model, split, path, label, "
-                          "logit; optional run, group, source), imported into --out as a run "
-                          "folder; no degradation study (it needs the images and models)")
-    p.add_argument("--out", type=Path, help="with --logits: the run folder to write (run "
-                   "`python -m ensemble_dfd.stack --logits TABLE --out DIR` first for the "
-                   "comparison)")
-    p.add_argument("--fit-split", default=FIT_SPLIT,
-                   help="with --logits: the table's split the meta-learners are fit on "
-                        f"(stored as '{FIT_SPLIT}'; default %(default)s)")
+    add_input_args(p, "with --logits: the run folder to write (run `python -m "
+                   "ensemble_dfd.stack --logits TABLE --out DIR` first for the comparison; no "
+                   "degradation study: it needs the images and models)")
     p.add_argument("--data", type=Path, action="append", default=[],
                    help="dataset folder (or a folder holding dataset folders); repeatable. "
                         "Store paths <name>/<rel> match a folder named <name>")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,7 +39,7 @@ from ensemble_dfd.comparison import (
 from ensemble_dfd.config import StackConfig
 from ensemble_dfd.ensemble import META_LEARNERS
 from ensemble_dfd.logits import StoreError, logit_matrix, model_sort_key, read_store
-from ensemble_dfd.logits_table import import_for_command
+from ensemble_dfd.logits_table import add_input_args, import_for_command
 from ensemble_dfd.reports.comparison import write_stack
 from ensemble_dfd.rundir import FIT_SPLIT, OOF_SPLIT, STACK_DIR, Run
 from ensemble_dfd.runio import guard_overwrite, staged_dir
@@ -58,16 +57,7 @@ def _log(msg: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ensemble_dfd.stack", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", type=Path, help="run folder with logits.parquet")
-    src.add_argument("--logits", type=Path, metavar="TABLE",
-                     help="logits from elsewhere: a CSV or parquet table with columns model, "
-                          "split, path, label, logit (optional run, group, source); imported "
-                          "into --out as a run folder (see README, 'Bring your own logits')")
-    p.add_argument("--out", type=Path, help="with --logits: the run folder to write")
-    p.add_argument("--fit-split", default=FIT_SPLIT,
-                   help="with --logits: the table's split the meta-learners are fit on "
-                        f"(stored as '{FIT_SPLIT}'; default %(default)s)")
+    add_input_args(p, "with --logits: the run folder to write")
     p.add_argument("--models", help="comma-separated model refs (default: all in the store)")
     p.add_argument("--learners", help="comma-separated meta-learners (default: all: "
                    + ", ".join(META_LEARNERS) + ")")

@@ -8,7 +8,10 @@ continuing the epoch count. An interrupted run resumes from the last finished ep
 from __future__ import annotations
 
 import csv
+import shutil
+import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,10 +109,6 @@ def save_model(model: Any, path: str | Path) -> Path:
     the same layout (metadata.json, config.json, model.weights.h5, assets/), which
     ``keras.saving.load_model`` reads as usual.
     """
-    import shutil
-    import tempfile
-    import zipfile
-
     path = Path(path)
     folder = Path(tempfile.mkdtemp(prefix=f".{path.stem}.", dir=path.parent))
     try:

@@ -46,6 +46,7 @@ from ensemble_dfd.data import faces as facelib
 from ensemble_dfd.data import frames as framelib
 from ensemble_dfd.data.images import ImageReadError, read_rgb, resize
 from ensemble_dfd.data.jpeg import jpeg_roundtrip
+from ensemble_dfd.data.keyframes import iter_keyframes
 from ensemble_dfd.ensemble.base import prob_to_logit
 from ensemble_dfd.ensemble.saved import load_meta_learner
 from ensemble_dfd.errors import UsageError, UserError
@@ -259,8 +260,6 @@ def _extract_video(path: Path, res: InputFaces, p: PrepareConfig, mode: str,
         every, every_seconds = 1, 0.0
         limits = replace(limits, max_frames=min(limits.max_frames, p.frames_per_video))
     if limits.keyframes:
-        from ensemble_dfd.data.keyframes import iter_keyframes
-
         frames = iter_keyframes(path, p.max_width, report, limits, deadline)
     else:
         frames = framelib.iter_frames_bounded(path, every, every_seconds, p.max_width, report,
