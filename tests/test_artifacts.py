@@ -97,3 +97,37 @@ def test_predict_with_artifacts_does_not_import_tensorflow(exported_run, tmp_pat
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert '"verdict"' in proc.stdout
+
+
+def test_collect_uses_artifacts_and_matches_keras(exported_run, synthetic_dataset, tmp_path):
+    """collect scores with the ONNX artifacts (logged per model, no TensorFlow imported) and
+    stores the logits Keras would have stored, within the artifact tolerance."""
+    import pandas as pd
+
+    from ensemble_dfd import collect
+    from ensemble_dfd.artifacts import TOLERANCE
+
+    stores = {}
+    for backend in ("onnx", "keras"):
+        run = tmp_path / backend / "run"  # same run name: the store's `run` column
+        run.mkdir(parents=True)
+        shutil.copytree(exported_run / "models", run / "models")
+        lines: list[str] = []
+        stores[backend] = collect.collect(run, synthetic_dataset, ["test"], log=lines.append,
+                                          backend=backend)
+        assert all(f"({backend})" in line for line in lines) and len(lines) == 2, lines
+    a, b = (stores[k].sort_values(["model", "path"]).reset_index(drop=True)
+            for k in ("onnx", "keras"))
+    pd.testing.assert_frame_equal(a.drop(columns="logit"), b.drop(columns="logit"))
+    assert np.abs(a["logit"] - b["logit"]).max() <= TOLERANCE
+    run = tmp_path / "subprocess"
+    run.mkdir()
+    shutil.copytree(exported_run / "models", run / "models")
+    code = ("import sys; from ensemble_dfd import collect; "
+            f"rc = collect.main(['--run', {str(run)!r}, '--data', {str(synthetic_dataset)!r}, "
+            "'--split', 'test']); "
+            "sys.exit(10 + rc if 'tensorflow' in sys.modules else rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "(onnx)" in (run / "collect.log").read_text()

@@ -165,6 +165,10 @@ def run_tasks(tasks: Sequence[VideoTask], out: Path, s: Settings, workers: int,
     threads would not help), or through ``mapper`` (prepare.dask_map); results are handed
     to ``on_result`` in the main process."""
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    # largest videos first, so no worker is left with a long one at the end (Dask runs
+    # tasks in submission order too)
+    order = sorted(tasks, key=lambda t: -(Path(t.path).stat().st_size
+                                          if t.path and Path(t.path).is_file() else 0))
     progress = bar(total=len(tasks), desc=desc, unit="video")
     try:
         if mapper is not None:
@@ -172,16 +176,13 @@ def run_tasks(tasks: Sequence[VideoTask], out: Path, s: Settings, workers: int,
                 on_result(res)
                 progress.update()
 
-            mapper(process, tasks, out, s, counted)
+            mapper(process, order, out, s, counted)
             return
         if workers == 1:
             for t in tasks:
                 on_result(process(t, str(out), s))
                 progress.update()
             return
-        # largest videos first, so no worker is left with a long one at the end
-        order = sorted(tasks, key=lambda t: -(Path(t.path).stat().st_size
-                                              if t.path and Path(t.path).is_file() else 0))
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(process, t, str(out), s) for t in order]
             for fut in as_completed(futures):
