@@ -3,6 +3,7 @@ when stale, and no TensorFlow needed to predict with them."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,12 +18,14 @@ pytest.importorskip("tf2onnx")
 
 
 @pytest.fixture(scope="module")
-def exported_run(tiny_run, tmp_path_factory) -> Path:
+def exported_run(tiny_run, synthetic_dataset, tmp_path_factory) -> Path:
     from ensemble_dfd import artifacts
 
     run = tmp_path_factory.mktemp("onnx") / "run"
     shutil.copytree(tiny_run, run)  # never modify the shared tiny run
-    assert artifacts.main(["--run", str(run)]) == 0
+    # base_train exported each model after training; again here, from the CLI
+    assert artifacts.main(["--run", str(run), "--data", str(synthetic_dataset),
+                           "--overwrite"]) == 0
     return run
 
 
@@ -51,6 +54,17 @@ def test_onnx_logits_equal_keras(exported_run, synthetic_dataset):
             zk = predict_logits(keras_model, x[:n])
             zo = predict_logits(onnx_model, x[:n])
             assert np.abs(zk - zo).max() <= TOLERANCE, (ref, n)
+
+
+def test_export_checks_on_faces_where_given_else_on_noise(exported_run, tmp_path):
+    from ensemble_dfd.artifacts import INFO_FILE, export_model
+
+    info = json.loads((exported_run / "models" / "M6" / INFO_FILE).read_text())
+    assert info["check"].endswith(" faces") and info["max_abs_logit_diff"] <= 1e-4
+    run = tmp_path / "run"
+    shutil.copytree(exported_run / "models" / "M6", run / "models" / "M6")
+    assert export_model(run / "models" / "M6" / "model.keras", overwrite=True)[
+        "check"] == "noise"
 
 
 def test_predictor_uses_fresh_artifacts_and_falls_back(exported_run, tmp_path):

@@ -56,6 +56,13 @@ def test_outputs_agree(trained):
     test_acc = float(((store.query("split == 'test'")["logit"] > 0)
                       == (store.query("split == 'test'")["label"] == 1)).mean())
     assert summary.loc[0, "test_acc"] == pytest.approx(test_acc)
+    from ensemble_dfd.artifacts import can_export, fresh_artifact
+
+    if can_export():  # exported after training; collect then ran it, not Keras
+        assert fresh_artifact(m / "model.keras") is not None
+        assert json.loads((m / "done.json").read_text())["export_peak_rss_mb"] > 0
+        assert json.loads((m / "model.onnx.json").read_text())["check"].endswith(" faces")
+        assert "collect M6 (onnx)" in (trained / "base_train.log").read_text()
 
 
 @pytest.mark.slow
@@ -87,7 +94,8 @@ def test_killed_run_resumes(syn_dir, tmp_path):
     """SIGKILL after the first checkpoint; the rerun continues from it, not from scratch."""
     run = tmp_path / "r"
     cmd = [sys.executable, "-m", "ensemble_dfd.base_train", "--data", str(syn_dir), "--out",
-           str(run), "--models", "M6", "--no-collect", *TINY, "--epochs-finetune", "2"]
+           str(run), "--models", "M6", "--no-collect", *TINY, "--epochs-finetune", "2",
+           "--set", "train.export=none"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = run / "models" / "M6" / "state.json"
@@ -107,6 +115,7 @@ def test_killed_run_resumes(syn_dir, tmp_path):
     h = pd.read_csv(run / "models" / "M6" / "history.csv")
     assert h["epoch"].tolist() == [1, 2, 3] and h["phase"].tolist() == [1, 2, 2]
     assert (run / "models" / "M6" / "model.keras").is_file()
+    assert not (run / "models" / "M6" / "model.onnx").exists()  # train.export = none
     params = json.loads((run / "models" / "M6" / "params.json").read_text())
     assert {"before_unfreeze", "after_unfreeze"} <= set(params)
 

@@ -22,9 +22,11 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ensemble_dfd import backbones, memory
+from ensemble_dfd.artifacts import CHECK_FACES
 from ensemble_dfd.cli_common import (
     add_config_args,
     make_logger,
@@ -130,6 +132,36 @@ def record_memory(out: Path, summary: dict, log=print) -> dict:
     return summary
 
 
+def check_faces(x_val, n: int = CHECK_FACES):
+    """faces(size) for the artifact check: n validation faces spread over the split."""
+    idx = np.linspace(0, len(x_val) - 1, min(n, len(x_val))).round().astype(int)
+    if isinstance(x_val, ImageSplit):
+        files = [x_val.files[i] for i in idx]
+        return lambda size: load_images(files, size)
+    faces = np.asarray(x_val)[idx]  # decoded at the model's size already
+    return lambda size: faces
+
+
+def export_artifact(out: Path, summary: dict, log=print, faces=None) -> dict:
+    """The model's ONNX artifact beside it (unless a fresh one exists), made after the
+    training graph is dropped and checked on `faces`; its own peak RSS goes to done.json
+    (export_peak_rss_mb)."""
+    import keras
+
+    from ensemble_dfd.artifacts import export_after_training, fresh_artifact
+    from ensemble_dfd.train import MODEL_FILE
+
+    if fresh_artifact(out / MODEL_FILE) is not None:
+        return summary
+    keras.backend.clear_session()
+    memory.release()
+    memory.reset_peak()
+    if export_after_training(out / MODEL_FILE, log, faces) is not None:
+        summary = {**summary, "export_peak_rss_mb": memory.peak_rss_mb()}
+        write_json(out / "done.json", summary)
+    return summary
+
+
 def train_model(ref: str, cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False,
                 tune: bool = False, log=print, cache: dict | None = None) -> dict:
     """Train (or resume, or skip when finished) one model; return its done.json summary.
@@ -159,6 +191,8 @@ def train_model(ref: str, cfg: RunConfig, data: Path, run_dir: Path, overwrite: 
         hparams = tune_model(bb, cfg, decoded(data_arrays), out / "tuning", log)
     log(f"{ref} {bb.name}: {len(xt)} train / {len(xv)} validation images at {size} px")
     summary = record_memory(out, train_one(bb, cfg, data_arrays, out, log, hparams), log)
+    if cfg.train.export == "onnx":
+        summary = export_artifact(out, summary, log, check_faces(xv))
     history = pd.read_csv(out / "history.csv")
     plot_curves(history, out / "curves.png", f"{ref} {bb.name}")
     h = history.iloc[-1]

@@ -80,6 +80,9 @@ class TrainConfig:
     mixed_precision: str = "auto"  # "auto" (on when a GPU is visible), "on", "off", "bf16"
     process_per_model: bool = True  # train each model in a fresh process (bounded memory)
     onednn: bool = True  # TensorFlow's oneDNN CPU kernels (TF_ENABLE_ONEDNN_OPTS); TF only
+    # after training, each model's ONNX artifact (ensemble_dfd.artifacts) for collect,
+    # predict and serve: "onnx", or "none"; skipped with a log line without the infer extra
+    export: str = "onnx"
     # per-model overrides of any key above, e.g. { M2 = { lr_frozen = 1e-4 } }: from-scratch
     # profiles need them (VGG19 has no BatchNorm and diverges at rates the others need)
     per_model: dict[str, dict] = field(default_factory=dict)
@@ -357,6 +360,8 @@ def validate(cfg: RunConfig) -> None:
     for name in ("optimizer_frozen", "optimizer_finetune"):
         if getattr(cfg.train, name) not in ("adam", "rmsprop", "sgd"):
             raise ConfigError(f"train.{name} must be adam, rmsprop or sgd")
+    if cfg.train.export not in ("onnx", "none"):
+        raise ConfigError("train.export must be onnx or none")
     if cfg.train.tuner not in ("hyperband", "random"):
         raise ConfigError("train.tuner must be hyperband or random")
     for ref, over in cfg.train.per_model.items():
