@@ -12,6 +12,7 @@ Needs the ``dask`` extra (``pip install -e .[dask]``); imported only when asked 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ def open_client(target: DaskTarget) -> tuple[Any, Any]:
     """(client, local cluster or None). A local cluster has one single-threaded worker
     process per core (dlib and video decoding hold the GIL, so threads would not help)."""
     try:
+        import dask
         from dask.distributed import Client, LocalCluster
     except ImportError as exc:
         raise ConfigError("--scheduler/--dask-workers need dask[distributed] "
@@ -52,8 +54,12 @@ def open_client(target: DaskTarget) -> tuple[Any, Any]:
             return Client(target.scheduler, timeout="30s"), None
         except OSError as exc:
             raise ConfigError(f"--scheduler {target.scheduler}: cannot connect ({exc})") from exc
-    cluster = LocalCluster(n_workers=target.workers or os.cpu_count() or 1,
-                           threads_per_worker=1, processes=True, dashboard_address=None)
+    # worker processes start as the local pool's do (fork on Linux): spawned ones import
+    # the package and load the detector again, ~2 s of a short run (prepare_throughput)
+    with dask.config.set({"distributed.worker.multiprocessing-method":
+                          multiprocessing.get_start_method()}):
+        cluster = LocalCluster(n_workers=target.workers or os.cpu_count() or 1,
+                               threads_per_worker=1, processes=True, dashboard_address=None)
     return Client(cluster), cluster
 
 
