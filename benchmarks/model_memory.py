@@ -1,0 +1,94 @@
+"""Where one backbone's training memory goes: peak RSS per stage and per setting.
+
+    python benchmarks/model_memory.py [--model M10] [--size 48] [--images 200]
+                                      [--cases 40,20,40:onednn-off,20:accumulate-2]
+
+Each case trains the model from scratch (cpu.toml's settings: all layers, BatchNorm
+learning, Adam) for two epochs on --images random uint8 faces, in its own process, and
+prints its RSS after importing TensorFlow, after building, after the first step and its
+peak. A case is BATCH[:VARIANT]: `onednn-off` (TF_ENABLE_ONEDNN_OPTS=0), `accumulate-N`
+(Keras' gradient_accumulation_steps=N: the optimizer steps every N batches), `grappler-off`
+(TensorFlow's graph optimizer disabled). Random pixels cost the same memory as faces.
+Issue 12's target: the ten-model CPU profile's peak <= 4 GB; EfficientNetB7 (M10) at 48 px,
+batch 40 is its largest model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def run_case(model_ref: str, size: int, n: int, batch: int, variant: str) -> dict:
+    """Train in this process; return RSS per stage (MB) and seconds."""
+    import numpy as np
+
+    from ensemble_dfd import backbones, memory
+
+    stages = {"start": memory.rss_mb()}
+    import keras
+    import tensorflow as tf
+
+    if variant == "grappler-off":
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    stages["tensorflow"] = memory.rss_mb()
+    model, _ = backbones.build_model(backbones.get(model_ref), size, "none", 0.2, True, 0.2,
+                                     freeze_base=False, base_bn_training=True, bn_momentum=0.9)
+    accumulate = int(variant.split("-")[1]) if variant.startswith("accumulate-") else None
+    model.compile(optimizer=keras.optimizers.Adam(1e-3, gradient_accumulation_steps=accumulate),
+                  loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    stages["built"] = memory.rss_mb()
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    y = rng.integers(0, 2, n).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+    model.fit(ds.take(1), epochs=1, verbose=0)
+    stages["first step"] = memory.rss_mb()
+    t0 = time.perf_counter()
+    model.fit(ds, epochs=2, verbose=0)
+    return {"stages": stages, "peak": memory.peak_rss_mb(), "params": model.count_params(),
+            "seconds_2_epochs": round(time.perf_counter() - t0, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="M10")
+    ap.add_argument("--size", type=int, default=48)
+    ap.add_argument("--images", type=int, default=200)
+    ap.add_argument("--cases", default="40,20,40:onednn-off,20:accumulate-2")
+    ap.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case here
+    args = ap.parse_args()
+    if args.case:
+        batch, _, variant = args.case.partition(":")
+        print(json.dumps(run_case(args.model, args.size, args.images, int(batch), variant)))
+        return 0
+    print(f"{args.model} at {args.size} px, {args.images} random images, 2 epochs + 1 step, "
+          "each case in its own process")
+    for case in args.cases.split(","):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        if case.endswith(":onednn-off"):
+            env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+        out = subprocess.run([sys.executable, __file__, "--model", args.model, "--size",
+                              str(args.size), "--images", str(args.images), "--case", case],
+                             env=env, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"{case:22s} failed: {out.stderr.strip().splitlines()[-1:]}")
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        st = r["stages"]
+        print(f"batch {case:18s} RSS MB: tensorflow {st['tensorflow']:6.0f}  built "
+              f"{st['built']:6.0f}  first step {st['first step']:6.0f}  peak {r['peak']:6.0f}"
+              f"   2 epochs {r['seconds_2_epochs']:6.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
