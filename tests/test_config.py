@@ -46,6 +46,7 @@ def test_overrides_beat_file(tmp_path):
     ("[prepare]\nratios = [0.5, 0.6, 0.1]\n", "sum"),
     ("[train]\noptimizer_frozen = 'adagrad'\n", "optimizer_frozen"),
     ("[train]\nepochs_frozen = 2.5\n", "integer"),
+    ("[train]\nexport = 'tflite'\n", "train.export must be onnx or none"),
     ("[train\n", "not valid TOML"),
 ])
 def test_bad_config_is_named(tmp_path, text, match):

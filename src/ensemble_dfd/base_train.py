@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -142,21 +143,25 @@ def check_faces(x_val, n: int = CHECK_FACES):
     return lambda size: faces
 
 
-def export_artifact(out: Path, summary: dict, log=print, faces=None) -> dict:
-    """The model's ONNX artifact beside it (unless a fresh one exists), made after the
-    training graph is dropped and checked on `faces`; its own peak RSS goes to done.json
-    (export_peak_rss_mb)."""
-    import keras
-
+def export_model(ref: str, cfg: RunConfig, data: Path, run_dir: Path, log=print) -> dict:
+    """The finished model's ONNX artifact beside it (unless a fresh one exists), checked on
+    its validation faces; the export's peak RSS goes to done.json (export_peak_rss_mb).
+    Runs in a process of its own by default: after training, the trainer's heap would
+    carry over (ResNet152V2: 6.2 GB exporting there vs 3.4 GB training)."""
     from ensemble_dfd.artifacts import export_after_training, fresh_artifact
-    from ensemble_dfd.train import MODEL_FILE
+    from ensemble_dfd.train import MODEL_FILE, image_size_for
 
+    out = run_dir / "models" / ref
+    summary = read_json(out / "done.json")
     if fresh_artifact(out / MODEL_FILE) is not None:
         return summary
-    keras.backend.clear_session()
     memory.release()
     memory.reset_peak()
-    if export_after_training(out / MODEL_FILE, log, faces) is not None:
+    bb = backbones.get(ref)
+    xv, _ = load_split(load_dataset(data), dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, in_memory=False)),
+        cfg.data.validation_split, image_size_for(bb, cfg))
+    if export_after_training(out / MODEL_FILE, log, check_faces(xv)) is not None:
         summary = {**summary, "export_peak_rss_mb": memory.peak_rss_mb()}
         write_json(out / "done.json", summary)
     return summary
@@ -191,8 +196,6 @@ def train_model(ref: str, cfg: RunConfig, data: Path, run_dir: Path, overwrite: 
         hparams = tune_model(bb, cfg, decoded(data_arrays), out / "tuning", log)
     log(f"{ref} {bb.name}: {len(xt)} train / {len(xv)} validation images at {size} px")
     summary = record_memory(out, train_one(bb, cfg, data_arrays, out, log, hparams), log)
-    if cfg.train.export == "onnx":
-        summary = export_artifact(out, summary, log, check_faces(xv))
     history = pd.read_csv(out / "history.csv")
     plot_curves(history, out / "curves.png", f"{ref} {bb.name}")
     h = history.iloc[-1]
@@ -223,6 +226,20 @@ def _train_in_child(ref: str, cfg: RunConfig, data: Path, run_dir: Path, overwri
                        make_logger(run_dir / "base_train.log"))
 
 
+def _export_in_child(ref: str, cfg: RunConfig, data: Path, run_dir: Path, parent: int) -> dict:
+    """export_model in a fresh process (spawned), as training is."""
+    _die_with_parent(parent)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return export_model(ref, cfg, data, run_dir, make_logger(run_dir / "base_train.log"))
+
+
+def _in_child(fn, *args):
+    """fn(*args, os.getpid()) in a fresh spawned process; its memory all goes back after."""
+    with ProcessPoolExecutor(max_workers=1,
+                             mp_context=multiprocessing.get_context("spawn")) as child:
+        return child.submit(fn, *args, os.getpid()).result()
+
+
 def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False,
               tune: bool = False, log=print) -> dict[str, dict]:
     """Train every configured model (skipping finished ones); return their summaries.
@@ -250,6 +267,7 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
         for ref in refs:
             bb = backbones.get(ref)
             backbones.build_base(bb, image_size_for(bb, cfg), cfg.train.weights)
+    export = cfg.train.export == "onnx"
     if not cfg.train.process_per_model:
         cache: dict = {}
         summaries = {}
@@ -259,19 +277,28 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
 
             keras.backend.clear_session()
             memory.release()
+            if export:
+                summaries[ref] = export_model(ref, cfg, data, run_dir, log)
         return summaries
-    spawn = multiprocessing.get_context("spawn")
     summaries = {}
     for ref in refs:
         done = run_dir / "models" / ref / "done.json"
         if done.exists() and not overwrite:  # no child (and no TensorFlow import) to skip it
             log(f"{ref}: finished earlier, skipping ({done})")
             summaries[ref] = read_json(done)
-            continue
-        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as child:
-            summaries[ref] = child.submit(_train_in_child, ref, cfg, data, run_dir, overwrite,
-                                          tune, os.getpid()).result()
+        else:
+            summaries[ref] = _in_child(_train_in_child, ref, cfg, data, run_dir, overwrite,
+                                       tune)
+        if export and not _has_artifact(run_dir / "models" / ref):
+            summaries[ref] = _in_child(_export_in_child, ref, cfg, data, run_dir)
     return summaries
+
+
+def _has_artifact(model_dir: Path) -> bool:
+    from ensemble_dfd.artifacts import fresh_artifact
+    from ensemble_dfd.train import MODEL_FILE
+
+    return fresh_artifact(model_dir / MODEL_FILE) is not None
 
 
 def uncollected(run_dir: Path, refs: list[str], splits: list[str],
