@@ -8,7 +8,8 @@ learning, Adam) for two epochs on --images random uint8 faces, in its own proces
 prints its RSS after importing TensorFlow, after building, after the first step and its
 peak. A case is BATCH[:VARIANT]: `onednn-off` (TF_ENABLE_ONEDNN_OPTS=0), `accumulate-N`
 (Keras' gradient_accumulation_steps=N: the optimizer steps every N batches), `grappler-off`
-(TensorFlow's graph optimizer disabled). Random pixels cost the same memory as faces.
+(TensorFlow's graph optimizer disabled), `jemalloc` / `tcmalloc` (that allocator preloaded
+instead of glibc's malloc, where installed). Random pixels cost the same memory as faces.
 Issue 12's target: the ten-model CPU profile's peak <= 4 GB; EfficientNetB7 (M10) at 48 px,
 batch 40 is its largest model.
 """
@@ -24,6 +25,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ALLOCATORS = {"jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",  # apt libjemalloc2
+              "tcmalloc": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"}
 sys.path.insert(0, str(ROOT / "src"))
 
 
@@ -76,6 +79,12 @@ def main() -> int:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         if case.endswith(":onednn-off"):
             env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+        if case.endswith(tuple(f":{a}" for a in ALLOCATORS)):
+            lib = ALLOCATORS[case.rpartition(":")[2]]
+            if not Path(lib).is_file():
+                print(f"{case:22s} skipped: {lib} is not installed")
+                continue
+            env["LD_PRELOAD"] = lib
         out = subprocess.run([sys.executable, __file__, "--model", args.model, "--size",
                               str(args.size), "--images", str(args.images), "--case", case],
                              env=env, capture_output=True, text=True)
