@@ -29,6 +29,17 @@ def exported_run(tiny_run, synthetic_dataset, tmp_path_factory) -> Path:
     return run
 
 
+def _without_tensorflow(command: str, argv: list[str]) -> subprocess.CompletedProcess:
+    """Run ``ensemble_dfd.<command>.main(argv)`` in a fresh interpreter; assert that it
+    succeeded and never imported TensorFlow."""
+    code = (f"import sys; from ensemble_dfd import {command}; rc = {command}.main({argv!r}); "
+            "sys.exit(10 + rc if 'tensorflow' in sys.modules else rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    return proc
+
+
 def _test_images(synthetic_dataset: Path, n: int = 24) -> list[Path]:
     shared = Path(os.environ.get("ENSEMBLE_DFD_SHARED", Path(__file__).resolve().parents[2]
                                  / "shared" / "data")) / "dfd-mini" / "test"
@@ -103,13 +114,8 @@ def test_predict_with_artifacts_does_not_import_tensorflow(exported_run, tmp_pat
     crop = tmp_path / "c.png"
     cv2.imwrite(str(crop), cv2.cvtColor(draw_face(np.random.default_rng(1), 48),
                                         cv2.COLOR_RGB2BGR))
-    code = ("import sys; from ensemble_dfd import predict; "
-            f"rc = predict.main([{str(crop)!r}, '--run', {str(exported_run)!r}, "
-            "'--faces', 'as-is']); "
-            "sys.exit(10 + rc if 'tensorflow' in sys.modules else rc)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    proc = _without_tensorflow("predict", [str(crop), "--run", str(exported_run),
+                                           "--faces", "as-is"])
     assert '"verdict"' in proc.stdout
 
 
@@ -137,11 +143,6 @@ def test_collect_uses_artifacts_and_matches_keras(exported_run, synthetic_datase
     run = tmp_path / "subprocess"
     run.mkdir()
     shutil.copytree(exported_run / "models", run / "models")
-    code = ("import sys; from ensemble_dfd import collect; "
-            f"rc = collect.main(['--run', {str(run)!r}, '--data', {str(synthetic_dataset)!r}, "
-            "'--split', 'test']); "
-            "sys.exit(10 + rc if 'tensorflow' in sys.modules else rc)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    _without_tensorflow("collect", ["--run", str(run), "--data", str(synthetic_dataset),
+                                    "--split", "test"])
     assert "(onnx)" in (run / "collect.log").read_text()
