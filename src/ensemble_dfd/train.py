@@ -287,6 +287,7 @@ def _train_one(backbone: backbones.Backbone, cfg: RunConfig, data: TrainData, ou
                "n_train": len(data.x_train), "n_val": len(data.x_val)}
     write_json(out_dir / DONE_FILE, summary)
     (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+    (out_dir / STATE_FILE).unlink(missing_ok=True)  # done.json is the record now
     return summary
 
 
