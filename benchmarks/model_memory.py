@@ -9,7 +9,9 @@ prints its RSS after importing TensorFlow, after building, after the first step 
 peak. A case is BATCH[:VARIANT]: `onednn-off` (TF_ENABLE_ONEDNN_OPTS=0), `accumulate-N`
 (Keras' gradient_accumulation_steps=N: the optimizer steps every N batches), `grappler-off`
 (TensorFlow's graph optimizer disabled), `jemalloc` / `tcmalloc` (that allocator preloaded
-instead of glibc's malloc, where installed). Random pixels cost the same memory as faces.
+instead of glibc's malloc, where installed), `plain-step` (the same model, loss and Adam in
+a bare tf.function step instead of Keras' fit: what Keras' training loop itself costs).
+Random pixels cost the same memory as faces.
 Issue 12's target: the ten-model CPU profile's peak <= 4 GB; EfficientNetB7 (M10) at 48 px,
 batch 40 is its largest model.
 """
@@ -53,12 +55,34 @@ def run_case(model_ref: str, size: int, n: int, batch: int, variant: str) -> dic
     x = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     y = rng.integers(0, 2, n).astype("float32")
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
-    model.fit(ds.take(1), epochs=1, verbose=0)
+    fit = plain_fit(model, tf, keras) if variant == "plain-step" else (
+        lambda data, epochs: model.fit(data, epochs=epochs, verbose=0))
+    fit(ds.take(1), 1)
     stages["first step"] = memory.rss_mb()
     t0 = time.perf_counter()
-    model.fit(ds, epochs=2, verbose=0)
+    fit(ds, 2)
     return {"stages": stages, "peak": memory.peak_rss_mb(), "params": model.count_params(),
             "seconds_2_epochs": round(time.perf_counter() - t0, 1)}
+
+
+def plain_fit(model, tf, keras):
+    """fit(data, epochs) as a bare tf.function step: forward, loss, gradients, Adam."""
+    loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(tf.reshape(y, (-1, 1)), model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply(grads, model.trainable_variables)
+        return loss
+
+    def fit(data, epochs):
+        for _ in range(epochs):
+            for x, y in data:
+                step(x, y)
+
+    return fit
 
 
 def main() -> int:
