@@ -245,18 +245,30 @@ def can_export() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("tf2onnx", "onnxruntime"))
 
 
-def face_sampler(data: str | Path, n: int = CHECK_FACES) -> Any:
-    """faces(size) for export_model: n faces spread over the dataset's validation split
-    (else over all its images), decoded at the model's input size."""
-    from ensemble_dfd.data.dataset import load_dataset
+def spread_faces(files: Sequence[str], n: int = CHECK_FACES) -> Any:
+    """faces(size) for export_model: n of `files` spread over the list, decoded at the
+    model's input size when the check runs."""
     from ensemble_dfd.data.images import load_images
+
+    picked = [files[i] for i in np.linspace(0, len(files) - 1, min(n, len(files))).round()
+              .astype(int)] if len(files) else []
+    return lambda size: load_images(picked, size)
+
+
+def face_sampler(data: str | Path) -> Any:
+    """spread_faces over the dataset's validation split (else over all its images)."""
+    from ensemble_dfd.data.dataset import load_dataset
 
     df = load_dataset(Path(data))
     if "validation" in set(df["split"]):
         df = df[df["split"] == "validation"]
-    files = df["file"].tolist()
-    files = files[:: max(1, len(files) // n)][:n]
-    return lambda size: load_images(files, size)
+    return spread_faces(df["file"].tolist())
+
+
+def _kept(ref: str, model_path: Path, info: dict[str, Any]) -> str:
+    return (f"{ref}: {artifact_path(model_path)} (max |logit diff| to Keras on "
+            f"{info.get('check', 'noise')} {info['max_abs_logit_diff']:.1e}, "
+            f"{info['export_seconds']:.0f} s)")
 
 
 def export_after_training(model_path: Path, log=print, faces: Any = None
@@ -280,8 +292,7 @@ def export_after_training(model_path: Path, log=print, faces: Any = None
     except ArtifactError as exc:
         log(f"{ref}: {exc}; collect, predict and serve use Keras for it")
         return None
-    log(f"{ref}: {artifact_path(model_path)} (max |logit diff| to Keras on "
-        f"{info['check']} {info['max_abs_logit_diff']:.1e}, {info['export_seconds']:.0f} s)")
+    log(_kept(ref, model_path, info))
     return info
 
 
@@ -306,8 +317,7 @@ def export_run(run_dir: str | Path, refs: Sequence[str] | None = None,
         finally:  # each model's graphs go before the next model is converted
             keras.backend.clear_session()
             release()
-        log(f"{ref}: {artifact_path(path)} (max |logit diff| to Keras on "
-            f"{info.get('check', 'noise')} {info['max_abs_logit_diff']:.1e})")
+        log(_kept(ref, path, info))
         done[ref] = info
     if failed:
         raise ArtifactError(f"{run_dir}: no artifact for {', '.join(failed)} (see above); "

@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import ctypes
 import ctypes.util
-import dataclasses
 import multiprocessing
 import os
 import signal
@@ -23,11 +22,9 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ensemble_dfd import backbones, memory
-from ensemble_dfd.artifacts import CHECK_FACES
 from ensemble_dfd.cli_common import (
     add_config_args,
     make_logger,
@@ -74,6 +71,11 @@ def config_flags(args: argparse.Namespace) -> dict[str, object]:
             "train.mixed_precision": args.mixed_precision}
 
 
+def split_rows(df: pd.DataFrame, cfg: RunConfig, split: str) -> pd.DataFrame:
+    """The rows of one split that the run uses (its per-split limit, seeded)."""
+    return select(df, split, cfg.data.limit_per_split.get(split, cfg.data.limit), cfg.seed)
+
+
 def load_split(df: pd.DataFrame, cfg: RunConfig, split: str, size: int,
                cache: dict | None = None) -> tuple:
     """(images, labels) of one split at one size.
@@ -83,8 +85,7 @@ def load_split(df: pd.DataFrame, cfg: RunConfig, split: str, size: int,
     ``data.in_memory`` they are decoded once per process into one uint8 array, kept in
     `cache` for the next model at the same size.
     """
-    limit = cfg.data.limit_per_split.get(split, cfg.data.limit)
-    part = select(df, split, limit, cfg.seed)
+    part = split_rows(df, cfg, split)
     labels = part["label"].to_numpy()
     if not cfg.data.in_memory:
         return image_split(part["file"].tolist(), labels, size), labels
@@ -133,23 +134,13 @@ def record_memory(out: Path, summary: dict, log=print) -> dict:
     return summary
 
 
-def check_faces(x_val, n: int = CHECK_FACES):
-    """faces(size) for the artifact check: n validation faces spread over the split."""
-    idx = np.linspace(0, len(x_val) - 1, min(n, len(x_val))).round().astype(int)
-    if isinstance(x_val, ImageSplit):
-        files = [x_val.files[i] for i in idx]
-        return lambda size: load_images(files, size)
-    faces = np.asarray(x_val)[idx]  # decoded at the model's size already
-    return lambda size: faces
-
-
-def export_model(ref: str, cfg: RunConfig, data: Path, run_dir: Path, log=print) -> dict:
+def export_trained(ref: str, cfg: RunConfig, data: Path, run_dir: Path, log=print) -> dict:
     """The finished model's ONNX artifact beside it (unless a fresh one exists), checked on
     its validation faces; the export's peak RSS goes to done.json (export_peak_rss_mb).
     Runs in a process of its own by default: after training, the trainer's heap would
     carry over (ResNet152V2: 6.2 GB exporting there vs 3.4 GB training)."""
-    from ensemble_dfd.artifacts import export_after_training, fresh_artifact
-    from ensemble_dfd.train import MODEL_FILE, image_size_for
+    from ensemble_dfd.artifacts import export_after_training, fresh_artifact, spread_faces
+    from ensemble_dfd.train import MODEL_FILE
 
     out = run_dir / "models" / ref
     summary = read_json(out / "done.json")
@@ -157,11 +148,8 @@ def export_model(ref: str, cfg: RunConfig, data: Path, run_dir: Path, log=print)
         return summary
     memory.release()
     memory.reset_peak()
-    bb = backbones.get(ref)
-    xv, _ = load_split(load_dataset(data), dataclasses.replace(
-        cfg, data=dataclasses.replace(cfg.data, in_memory=False)),
-        cfg.data.validation_split, image_size_for(bb, cfg))
-    if export_after_training(out / MODEL_FILE, log, check_faces(xv)) is not None:
+    files = split_rows(load_dataset(data), cfg, cfg.data.validation_split)["file"].tolist()
+    if export_after_training(out / MODEL_FILE, log, spread_faces(files)) is not None:
         summary = {**summary, "export_peak_rss_mb": memory.peak_rss_mb()}
         write_json(out / "done.json", summary)
     return summary
@@ -227,10 +215,10 @@ def _train_in_child(ref: str, cfg: RunConfig, data: Path, run_dir: Path, overwri
 
 
 def _export_in_child(ref: str, cfg: RunConfig, data: Path, run_dir: Path, parent: int) -> dict:
-    """export_model in a fresh process (spawned), as training is."""
+    """export_trained in a fresh process (spawned), as training is."""
     _die_with_parent(parent)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return export_model(ref, cfg, data, run_dir, make_logger(run_dir / "base_train.log"))
+    return export_trained(ref, cfg, data, run_dir, make_logger(run_dir / "base_train.log"))
 
 
 def _in_child(fn, *args):
@@ -278,7 +266,7 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
             keras.backend.clear_session()
             memory.release()
             if export:
-                summaries[ref] = export_model(ref, cfg, data, run_dir, log)
+                summaries[ref] = export_trained(ref, cfg, data, run_dir, log)
         return summaries
     summaries = {}
     for ref in refs:
