@@ -28,6 +28,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,32 +123,42 @@ def load_keras(model_path: str | Path) -> Any:
     return load_model(model_path, compile=False)
 
 
-def logit_diffs(a: Any, b: Any, size: int, n: int = 8, seed: int = 0,
-                images: np.ndarray | None = None) -> tuple[float, float]:
-    """Largest absolute and relative (to max(1, |z_a|)) logit difference of two models on
-    `images` (uint8, at `size`), else on n random uint8 images."""
-    x = images if images is not None else np.random.default_rng(seed).integers(
-        0, 256, (n, size, size, 3), dtype=np.uint8)
-    za = np.asarray(a.predict_on_batch(x), np.float64).reshape(-1)
-    zb = np.asarray(b.predict_on_batch(x), np.float64).reshape(-1)
+def check_images(size: int, images: np.ndarray | None = None, n: int = 8,
+                 seed: int = 0) -> np.ndarray:
+    """The export check's input: `images` (uint8 faces at `size`), else n uniform-noise
+    images."""
+    if images is not None and len(images):
+        return images
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def logits_of(model: Any, images: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict_on_batch(images), np.float64).reshape(-1)
+
+
+def logit_diffs(za: np.ndarray, zb: np.ndarray) -> tuple[float, float]:
+    """Largest absolute and relative (to max(1, |za|)) difference of two logit vectors."""
     d = np.abs(za - zb)
     return float(d.max()), float((d / np.maximum(1.0, np.abs(za))).max())
 
 
-def to_onnx(model: Any, size: int, path: Path) -> None:
-    """Convert the model's inference pass (``training=False``: no flip/rotation, BatchNorm
-    on its moving statistics) with a dynamic batch dimension. Keras' own
+@dataclass
+class FrozenGraph:
+    """The inference pass as a GraphDef with the weights as constants; `convert` takes the
+    GraphDef out (to_onnx's largest object), so that it is freed as soon as it is used."""
+
+    graph_def: Any
+    inputs: list[str]
+    outputs: list[str]
+
+
+def freeze(model: Any, size: int) -> FrozenGraph:
+    """The model's inference pass (``training=False``: no flip/rotation, BatchNorm on its
+    moving statistics) with a dynamic batch dimension, frozen. Keras' own
     ``model.export(format="onnx")`` traces ``model(x)`` with the augmentation layers' default
-    ``training=True`` and leaves random ops that ONNX Runtime cannot run."""
+    ``training=True`` and leaves random ops that ONNX Runtime cannot run. The frozen
+    function holds its own copy of the weights (M10: 1.8 GB); only its GraphDef is kept."""
     import tensorflow as tf
-    import tf2onnx
-
-    try:  # what Keras' own ONNX export applies first (tf2onnx vs numpy 2)
-        from keras.src.export.tf2onnx_lib import patch_tf2onnx
-
-        patch_tf2onnx()
-    except ImportError:
-        pass
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
@@ -157,13 +168,41 @@ def to_onnx(model: Any, size: int, path: Path) -> None:
     # frozen first: tf2onnx's from_function leaves tensors the graph captures (EfficientNet's
     # Normalization mean and variance) as extra graph inputs that nobody feeds
     frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
-    graph_def = frozen.graph.as_graph_def()
-    names = ([t.name for t in frozen.inputs], [t.name for t in frozen.outputs])
-    del frozen, fn  # the frozen function holds its own copy of the weights (M10: 1.8 GB)
-    release()
+    return FrozenGraph(frozen.graph.as_graph_def(), [t.name for t in frozen.inputs],
+                       [t.name for t in frozen.outputs])
+
+
+def convert(frozen: FrozenGraph, path: Path) -> None:
+    """Write the frozen graph as ONNX: what ``tf2onnx.convert.from_graph_def`` does for a
+    graph without variables (grappler's tf_optimize, then the conversion), minus its
+    import into a session and its second freeze, which only held more copies of the
+    weights, and with each copy freed once the next exists (ResNet152V2: see
+    results/benchmarks/README.md)."""
+    import tensorflow as tf
+    import tf2onnx
+    from tf2onnx import tf_loader
+
+    try:  # what Keras' own ONNX export applies first (tf2onnx vs numpy 2)
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+        patch_tf2onnx()
+    except ImportError:
+        pass
     _bounded_tf2onnx()
-    tf2onnx.convert.from_graph_def(graph_def, input_names=names[0], output_names=names[1],
-                                   output_path=str(path))
+    graph_def, frozen.graph_def = frozen.graph_def, None
+    release()
+    with tf.device("/cpu:0"), tf.Graph().as_default():  # grappler runs in graph mode
+        graph_def = tf_loader.tf_optimize(frozen.inputs, frozen.outputs, graph_def)
+    release()
+    # from_graph_def's own second half (tf2onnx 1.16 and 1.17: pyproject's infer extra)
+    tf2onnx.convert._convert_common(graph_def, name="unknown", continue_on_error=True,
+                                    input_names=frozen.inputs, output_names=frozen.outputs,
+                                    output_path=str(path))
+
+
+def to_onnx(model: Any, size: int, path: Path) -> None:
+    """Convert the model's inference pass to ONNX at `path` (freeze, then convert)."""
+    convert(freeze(model, size), path)
 
 
 def _bounded_tf2onnx() -> None:
@@ -218,16 +257,23 @@ def export_model(model_path: str | Path, overwrite: bool = False,
     out = artifact_path(model_path)
     if not overwrite and fresh_artifact(model_path) is not None:
         return json.loads(model_path.with_name(INFO_FILE).read_text())
+    import keras
+
     model = load_keras(model_path)
     size = int(model.input_shape[1])
-    t0 = time.perf_counter()
-    tmp = out.with_suffix(".onnx.tmp")
-    to_onnx(model, size, tmp)
-    seconds = time.perf_counter() - t0
-    images = faces(size) if faces is not None else None
-    tol, check = ((TOLERANCE, f"{len(images)} faces") if images is not None and len(images)
+    given = faces(size) if faces is not None else None
+    tol, check = ((TOLERANCE, f"{len(given)} faces") if given is not None and len(given)
                   else (NOISE_TOLERANCE, "noise"))
-    diff, rel = logit_diffs(model, OnnxModel(tmp), size, images=images)
+    images = check_images(size, given)
+    z_keras = logits_of(model, images)
+    t0 = time.perf_counter()
+    frozen = freeze(model, size)
+    del model  # not needed to convert: its weights are in the frozen graph
+    keras.backend.clear_session()
+    tmp = out.with_suffix(".onnx.tmp")
+    convert(frozen, tmp)
+    seconds = time.perf_counter() - t0
+    diff, rel = logit_diffs(z_keras, logits_of(OnnxModel(tmp), images))
     if not rel <= tol:
         tmp.unlink(missing_ok=True)
         raise ArtifactError(f"{model_path}: ONNX logits differ from Keras by {diff:.2e} on "
