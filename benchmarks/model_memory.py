@@ -5,12 +5,19 @@
 
 Each case trains the model from scratch (cpu.toml's settings: all layers, BatchNorm
 learning, Adam) for two epochs on --images random uint8 faces, in its own process, and
-prints its RSS after importing TensorFlow, after building, after the first step and its
-peak. A case is BATCH[:VARIANT]: `onednn-off` (TF_ENABLE_ONEDNN_OPTS=0), `accumulate-N`
-(Keras' gradient_accumulation_steps=N: the optimizer steps every N batches), `grappler-off`
-(TensorFlow's graph optimizer disabled), `jemalloc` / `tcmalloc` (that allocator preloaded
-instead of glibc's malloc, where installed), `plain-step` (the same model, loss and Adam in
-a bare tf.function step instead of Keras' fit: what Keras' training loop itself costs).
+prints its RSS after importing the backend, after building, after the first step and its
+peak. A case is BATCH[:VARIANT[+VARIANT...]]:
+  onednn-off     TF_ENABLE_ONEDNN_OPTS=0
+  accumulate-N   Keras' gradient_accumulation_steps=N (the optimizer steps every N batches)
+  grappler-off   TensorFlow's graph optimizer disabled
+  jemalloc       that allocator preloaded instead of glibc's malloc, where installed (what
+  tcmalloc         train.allocator does for base_train's per-model processes)
+  bf16           Keras' mixed_bfloat16 policy
+  plain-step     the same model, loss and Adam in a bare tf.function step instead of fit
+  nested-step    that step called from a tf.function that reads the iterator (as Keras'
+                   TensorFlow trainer does)
+  flat-fit       Keras' fit with train.flat_step_functions (what base_train's fit uses)
+  torch, jax     KERAS_BACKEND
 Random pixels cost the same memory as faces.
 Issue 12's target: the ten-model CPU profile's peak <= 4 GB; EfficientNetB7 (M10) at 48 px,
 batch 40 is its largest model.
@@ -32,7 +39,7 @@ ALLOCATORS = {"jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",  # apt l
 sys.path.insert(0, str(ROOT / "src"))
 
 
-def run_case(model_ref: str, size: int, n: int, batch: int, variant: str) -> dict:
+def run_case(model_ref: str, size: int, n: int, batch: int, variants: list[str]) -> dict:
     """Train in this process; return RSS per stage (MB) and seconds."""
     import numpy as np
 
@@ -40,33 +47,51 @@ def run_case(model_ref: str, size: int, n: int, batch: int, variant: str) -> dic
 
     stages = {"start": memory.rss_mb()}
     import keras
-    import tensorflow as tf
 
-    if variant == "grappler-off":
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-    stages["tensorflow"] = memory.rss_mb()
+    tf = None
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if "grappler-off" in variants:
+            tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    if "bf16" in variants:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    stages["backend"] = memory.rss_mb()
     model, _ = backbones.build_model(backbones.get(model_ref), size, "none", 0.2, True, 0.2,
                                      freeze_base=False, base_bn_training=True, bn_momentum=0.9)
-    accumulate = int(variant.split("-")[1]) if variant.startswith("accumulate-") else None
+    accumulate = next((int(v.split("-")[1]) for v in variants
+                       if v.startswith("accumulate-")), None)
     model.compile(optimizer=keras.optimizers.Adam(1e-3, gradient_accumulation_steps=accumulate),
                   loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    if "flat-fit" in variants:
+        from ensemble_dfd.train import flat_step_functions
+
+        assert flat_step_functions(model)
     stages["built"] = memory.rss_mb()
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     y = rng.integers(0, 2, n).astype("float32")
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
-    fit = plain_fit(model, tf, keras) if variant == "plain-step" else (
-        lambda data, epochs: model.fit(data, epochs=epochs, verbose=0))
-    fit(ds.take(1), 1)
+    if tf is not None:
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+        first, data = ds.take(1), ds
+    else:  # torch / jax: Keras batches the arrays itself
+        first, data = (x[:batch], y[:batch]), (x, y)
+    fit = plain_fit(model, tf, keras, nested="nested-step" in variants) if {
+        "plain-step", "nested-step"} & set(variants) else (
+        lambda d, epochs: model.fit(*d, batch_size=batch, epochs=epochs, verbose=0)
+        if isinstance(d, tuple) else model.fit(d, epochs=epochs, verbose=0))
+    fit(first, 1)
     stages["first step"] = memory.rss_mb()
     t0 = time.perf_counter()
-    fit(ds, 2)
+    fit(data, 2)
     return {"stages": stages, "peak": memory.peak_rss_mb(), "params": model.count_params(),
             "seconds_2_epochs": round(time.perf_counter() - t0, 1)}
 
 
-def plain_fit(model, tf, keras):
-    """fit(data, epochs) as a bare tf.function step: forward, loss, gradients, Adam."""
+def plain_fit(model, tf, keras, nested: bool = False):
+    """fit(data, epochs) as a bare tf.function step: forward, loss, gradients, Adam. With
+    `nested`, the step is called from an outer tf.function that takes the dataset's
+    iterator, as Keras' TensorFlow trainer does."""
     loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
 
     @tf.function
@@ -77,8 +102,18 @@ def plain_fit(model, tf, keras):
         model.optimizer.apply(grads, model.trainable_variables)
         return loss
 
+    @tf.function
+    def outer(iterator):
+        x, y = next(iterator)
+        return step(x, y)
+
     def fit(data, epochs):
         for _ in range(epochs):
+            if nested:
+                it = iter(data)
+                for _ in range(int(data.cardinality())):
+                    outer(it)
+                continue
             for x, y in data:
                 step(x, y)
 
@@ -95,16 +130,20 @@ def main() -> int:
     args = ap.parse_args()
     if args.case:
         batch, _, variant = args.case.partition(":")
-        print(json.dumps(run_case(args.model, args.size, args.images, int(batch), variant)))
+        variants = variant.split("+") if variant else []
+        print(json.dumps(run_case(args.model, args.size, args.images, int(batch), variants)))
         return 0
     print(f"{args.model} at {args.size} px, {args.images} random images, 2 epochs + 1 step, "
           "each case in its own process")
     for case in args.cases.split(","):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        if case.endswith(":onednn-off"):
+        variants = case.partition(":")[2].split("+")
+        if "onednn-off" in variants:
             env["TF_ENABLE_ONEDNN_OPTS"] = "0"
-        if case.endswith(tuple(f":{a}" for a in ALLOCATORS)):
-            lib = ALLOCATORS[case.rpartition(":")[2]]
+        for backend in {"torch", "jax"} & set(variants):
+            env["KERAS_BACKEND"] = backend
+        lib = next((ALLOCATORS[v] for v in variants if v in ALLOCATORS), None)
+        if lib is not None:
             if not Path(lib).is_file():
                 print(f"{case:22s} skipped: {lib} is not installed")
                 continue
@@ -117,7 +156,7 @@ def main() -> int:
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         st = r["stages"]
-        print(f"batch {case:18s} RSS MB: tensorflow {st['tensorflow']:6.0f}  built "
+        print(f"batch {case:18s} RSS MB: backend {st['backend']:6.0f}  built "
               f"{st['built']:6.0f}  first step {st['first step']:6.0f}  peak {r['peak']:6.0f}"
               f"   2 epochs {r['seconds_2_epochs']:6.1f} s")
     return 0

@@ -56,8 +56,11 @@ def test_outputs_agree(trained):
     test_acc = float(((store.query("split == 'test'")["logit"] > 0)
                       == (store.query("split == 'test'")["label"] == 1)).mean())
     assert summary.loc[0, "test_acc"] == pytest.approx(test_acc)
+    from ensemble_dfd import memory
     from ensemble_dfd.artifacts import can_export, fresh_artifact
 
+    done = json.loads((m / "done.json").read_text())  # the child got train.allocator's malloc
+    assert done["allocator"] == ("jemalloc" if memory.allocator_library("auto") else "system")
     if can_export():  # exported after training; collect then ran it, not Keras
         assert fresh_artifact(m / "model.keras") is not None
         assert json.loads((m / "done.json").read_text())["export_peak_rss_mb"] > 0
@@ -204,3 +207,43 @@ def test_save_model_streams_the_weights_and_loads_as_keras_does(tmp_path, monkey
     for a, b in zip(loaded.optimizer.variables, model.optimizer.variables, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_flat_step_functions_train_as_keras_own_steps():
+    """compile_model gives fit one tf.function per step (TensorFlow; Keras' own nests its step
+    in an iterator-reading tf.function); training and validation give the same weights and
+    history as Keras' own functions, and a compile resets them (as Keras' own)."""
+    import keras
+    import numpy as np
+
+    from ensemble_dfd.train import compile_model
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the flat step functions are TensorFlow's")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 6)).astype("float32")
+    y = (x[:, 0] + 0.3 * x[:, 1] > 0).astype("float32")
+
+    def make():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                                 keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+
+    ours, theirs = make(), make()
+    compile_model(ours, "adam", 1e-2)
+    flat = ours.train_function
+    assert flat is not None and ours.test_function is not None
+    theirs.compile(optimizer=keras.optimizers.Adam(1e-2),
+                   loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                   metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")])
+    assert theirs.train_function is None  # Keras makes its own in fit
+    hist = [m.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0,
+                  validation_data=(x[:20], y[:20])).history for m in (ours, theirs)]
+    assert ours.train_function is flat and theirs.train_function is not flat
+    assert sorted(hist[0]) == sorted(hist[1]) == ["accuracy", "loss", "val_accuracy",
+                                                   "val_loss"]
+    for key in hist[0]:
+        np.testing.assert_allclose(hist[0][key], hist[1][key], rtol=1e-5, err_msg=key)
+    for a, b in zip(ours.get_weights(), theirs.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert ours.evaluate(x, y, verbose=0) == pytest.approx(theirs.evaluate(x, y, verbose=0))

@@ -32,7 +32,7 @@ from ensemble_dfd.cli_common import (
     resolve_config,
     run_main,
 )
-from ensemble_dfd.config import ConfigError, RunConfig
+from ensemble_dfd.config import ConfigError, RunConfig, for_model
 from ensemble_dfd.data.dataset import load_dataset, select
 from ensemble_dfd.data.images import load_images
 from ensemble_dfd.data.stream import ImageSplit, image_split
@@ -125,11 +125,11 @@ def decoded(data):
 
 def record_memory(out: Path, summary: dict, log=print) -> dict:
     """Add this model's peak and final RSS to its done.json (when it trained here)."""
-    peak, now = memory.peak_rss_mb(), memory.rss_mb()
+    peak, now, malloc = memory.peak_rss_mb(), memory.rss_mb(), memory.allocator_in_use()
     log(f"{summary.get('ref', out.name)} memory: peak RSS {peak:.0f} MB while training, "
-        f"{now:.0f} MB after")
+        f"{now:.0f} MB after ({malloc} malloc)")
     if "peak_rss_mb" not in summary:
-        summary = {**summary, "peak_rss_mb": peak, "rss_mb_after": now}
+        summary = {**summary, "peak_rss_mb": peak, "rss_mb_after": now, "allocator": malloc}
         write_json(out / "done.json", summary)
     return summary
 
@@ -150,7 +150,8 @@ def export_trained(ref: str, cfg: RunConfig, data: Path, run_dir: Path, log=prin
     memory.reset_peak()
     files = split_rows(load_dataset(data), cfg, cfg.data.validation_split)["file"].tolist()
     if export_after_training(out / MODEL_FILE, log, spread_faces(files)) is not None:
-        summary = {**summary, "export_peak_rss_mb": memory.peak_rss_mb()}
+        summary = {**summary, "export_peak_rss_mb": memory.peak_rss_mb(),
+                   "export_allocator": memory.allocator_in_use()}
         write_json(out / "done.json", summary)
     return summary
 
@@ -221,10 +222,11 @@ def _export_in_child(ref: str, cfg: RunConfig, data: Path, run_dir: Path, parent
     return export_trained(ref, cfg, data, run_dir, make_logger(run_dir / "base_train.log"))
 
 
-def _in_child(fn, *args):
-    """fn(*args, os.getpid()) in a fresh spawned process; its memory all goes back after."""
-    with ProcessPoolExecutor(max_workers=1,
-                             mp_context=multiprocessing.get_context("spawn")) as child:
+def _in_child(fn, *args, malloc: str | None = None):
+    """fn(*args, os.getpid()) in a fresh spawned process, with the `malloc` library
+    preloaded where given; its memory all goes back after."""
+    with memory.preloaded(malloc), ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")) as child:
         return child.submit(fn, *args, os.getpid()).result()
 
 
@@ -268,6 +270,8 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
             if export:
                 summaries[ref] = export_trained(ref, cfg, data, run_dir, log)
         return summaries
+    # each child's malloc (train.allocator, per model); a named one that is missing fails here
+    malloc = {ref: memory.allocator_library(for_model(cfg.train, ref).allocator) for ref in refs}
     summaries = {}
     for ref in refs:
         done = run_dir / "models" / ref / "done.json"
@@ -276,9 +280,10 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
             summaries[ref] = read_json(done)
         else:
             summaries[ref] = _in_child(_train_in_child, ref, cfg, data, run_dir, overwrite,
-                                       tune)
+                                       tune, malloc=malloc[ref])
         if export and not _has_artifact(run_dir / "models" / ref):
-            summaries[ref] = _in_child(_export_in_child, ref, cfg, data, run_dir)
+            summaries[ref] = _in_child(_export_in_child, ref, cfg, data, run_dir,
+                                       malloc=malloc[ref])
     return summaries
 
 

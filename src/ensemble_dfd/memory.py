@@ -1,5 +1,6 @@
-"""Resident memory of this process: current, peak since the last reset, and giving freed
-heap back to the system between models (Linux /proc; elsewhere the lifetime peak)."""
+"""Resident memory of this process: current, peak since the last reset, giving freed heap
+back to the system between models (Linux /proc; elsewhere the lifetime peak), and the malloc
+that child processes get (``train.allocator``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import os
 import resource
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+from ensemble_dfd.errors import UserError
 
 _STATUS = Path("/proc/self/status")
 
@@ -56,3 +61,53 @@ def release() -> None:
     if name and sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(name).malloc_trim(0)
+
+
+# train.allocator -> the library ctypes.util.find_library looks for
+ALLOCATOR_LIBS = {"jemalloc": "jemalloc", "tcmalloc": "tcmalloc_minimal"}
+
+
+class AllocatorError(UserError, RuntimeError):
+    """A named allocator that is not installed."""
+
+
+def allocator_library(setting: str) -> str | None:
+    """The malloc library to preload for `setting` (train.allocator), or None for the
+    system's: "auto" is jemalloc where installed (Linux); a named one that is missing is an
+    AllocatorError naming the package that provides it."""
+    if setting == "system":
+        return None
+    name = ALLOCATOR_LIBS["jemalloc" if setting == "auto" else setting]
+    lib = ctypes.util.find_library(name) if sys.platform.startswith("linux") else None
+    if lib is None and setting != "auto":
+        package = {"jemalloc": "libjemalloc2", "tcmalloc": "libtcmalloc-minimal4"}[setting]
+        raise AllocatorError(f"train.allocator = {setting}: lib{name} is not installed "
+                             f"(Debian/Ubuntu: apt-get install {package}; Linux only)")
+    return lib
+
+
+@contextlib.contextmanager
+def preloaded(library: str | None) -> Iterator[None]:
+    """Processes started inside get `library` preloaded (LD_PRELOAD) as their malloc."""
+    if library is None:
+        yield
+        return
+    before = os.environ.get("LD_PRELOAD")
+    os.environ["LD_PRELOAD"] = f"{library}:{before}" if before else library
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("LD_PRELOAD", None)
+        else:
+            os.environ["LD_PRELOAD"] = before
+
+
+def allocator_in_use() -> str:
+    """"jemalloc" / "tcmalloc" when that library is mapped into this process, else "system"."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "system"
+    return next((name for name, lib in ALLOCATOR_LIBS.items() if f"lib{lib}" in maps),
+                "system")
