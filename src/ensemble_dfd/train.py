@@ -74,29 +74,53 @@ def compile_model(model: Any, optimizer: str, lr: float) -> None:
 
 
 def flat_step_functions(model: Any) -> bool:
-    """TensorFlow: run fit's training and validation steps as one tf.function each.
+    """TensorFlow: train and validate with one graph per step, each traced once.
 
-    Keras' TensorFlow trainer calls its step tf.function from a second tf.function that
-    reads the dataset iterator, and the runtime then holds both graphs: EfficientNetB7's
-    training peaked ~0.37 GB higher than with the same step called directly
-    (benchmarks/model_memory.py, nested-step vs plain-step). Here the batch is taken from
-    the iterator in Python and the step is one tf.function, the path Keras itself takes for
-    Python iterators (train_on_batch). Single device, one step per call only (elsewhere
-    Keras' own functions stay); `compile` resets them, so this follows every compile.
-    Returns whether it was applied."""
+    Keras' TensorFlow trainer holds more graphs than its step needs: it calls the step's
+    tf.function from a second tf.function that reads the iterator, the optimizer's
+    variables are made inside the first trace (so TensorFlow traces it again without them),
+    and a smaller last batch traces it once more. Here the optimizer is built first, the
+    batch is taken from the iterator in Python (the path Keras takes for Python iterators,
+    train_on_batch) and the step is traced once with its batch dimension open. EfficientNetB7
+    (benchmarks/model_memory.py, `flat-fit` vs Keras' own): see results/benchmarks/README.md.
+    Single device, one step per call (elsewhere Keras' own functions stay); `compile` resets
+    them, so this follows every compile. Returns whether it was applied."""
     import keras
 
     if (keras.backend.backend() != "tensorflow" or model.run_eagerly
             or model.steps_per_execution != 1
             or model.distribute_strategy.num_replicas_in_sync != 1):
         return False
+    if model.built and not model.optimizer.built:  # else its variables are made inside the
+        model.optimizer.build(model.trainable_variables)  # first trace, and TF traces twice
+    model.train_function = _one_graph(model.train_step, model.jit_compile)
+    model.test_function = _one_graph(model.test_step, model.jit_compile)
+    return True
+
+
+def _one_graph(step: Callable, jit_compile: bool) -> Callable:
+    """iterator -> step(next batch), traced on the first batch with its batch dimension
+    left open, so that a smaller last batch runs the same graph."""
     import tensorflow as tf
 
-    train = tf.function(model.train_step, reduce_retracing=True, jit_compile=model.jit_compile)
-    test = tf.function(model.test_step, reduce_retracing=True, jit_compile=model.jit_compile)
-    model.train_function = lambda iterator: train(next(iterator))
-    model.test_function = lambda iterator: test(next(iterator))
-    return True
+    traced: list[Callable] = []
+
+    def run(iterator: Any) -> Any:
+        batch = next(iterator)
+        if not traced:
+            leaves = tf.nest.flatten(batch)
+            if all(hasattr(t, "shape") and hasattr(t, "dtype") for t in leaves):
+                spec = tf.nest.map_structure(
+                    lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype), batch)
+                traced.append(tf.function(step, input_signature=[spec],
+                                          jit_compile=jit_compile))
+            else:  # e.g. a None sample weight: shapes are relaxed after a second one
+                traced.append(tf.function(step, reduce_retracing=True,
+                                          jit_compile=jit_compile))
+        return traced[0](batch)
+
+    run.traced = traced  # type: ignore[attr-defined]  # tests count the traces
+    return run
 
 
 def start_phase_two(model: Any, base: Any, ft_at: int, optimizer_before: str,
