@@ -292,6 +292,7 @@ def _train_one(backbone: backbones.Backbone, cfg: RunConfig, data: TrainData, ou
         log(f"{backbone.ref}: resuming after epoch {done} (phase {state['phase']})")
         _trim_history(out_dir, done)
         model = load_model(out_dir / CHECKPOINT_FILE)
+        flat_step_functions(model)  # compiled by Keras from the file: its own step functions
         base = backbones.find_base(model)
         phase = int(state["phase"])
     else:
