@@ -11,7 +11,8 @@ import pytest
 
 from ensemble_dfd import memory
 
-IN_USE = "from ensemble_dfd import memory; print(memory.allocator_in_use())"
+IN_USE = ("import os; from ensemble_dfd import memory; "
+          "print(memory.allocator_in_use(), os.environ.get('MALLOC_CONF'))")
 
 
 def test_system_needs_no_library_and_a_missing_one_is_named(monkeypatch):
@@ -28,13 +29,14 @@ def test_processes_started_inside_preloaded_get_that_malloc():
     lib = memory.allocator_library("auto") if sys.platform.startswith("linux") else None
     if lib is None:
         pytest.skip("jemalloc is not installed (apt-get install libjemalloc2)")
-    before = os.environ.get("LD_PRELOAD")
+    before = os.environ.get("LD_PRELOAD"), os.environ.get("MALLOC_CONF")
     with memory.preloaded(lib):
         inside = subprocess.run([sys.executable, "-c", IN_USE], capture_output=True,
                                 text=True, check=True).stdout.strip()
-    assert os.environ.get("LD_PRELOAD") == before  # restored for later processes
+    assert (os.environ.get("LD_PRELOAD"), os.environ.get("MALLOC_CONF")) == before  # restored
     after = subprocess.run([sys.executable, "-c", IN_USE], capture_output=True, text=True,
                            check=True, env={k: v for k, v in os.environ.items()
                                             if k != "LD_PRELOAD"}).stdout.strip()
-    assert (inside, after) == ("jemalloc", "system")
+    conf = before[1] or memory.JEMALLOC_CONF  # a user's MALLOC_CONF is kept
+    assert (inside, after) == (f"jemalloc {conf}", f"system {before[1]}")
     assert memory.allocator_in_use() == "system"  # this process was not touched

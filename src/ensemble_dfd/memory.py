@@ -86,21 +86,31 @@ def allocator_library(setting: str) -> str | None:
     return lib
 
 
+# jemalloc hands freed pages back after ~1 s (default 10 s), from a background thread:
+# EfficientNetB7's training peak -127 MiB at the same speed (results/benchmarks/README.md)
+JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"
+
+
 @contextlib.contextmanager
 def preloaded(library: str | None) -> Iterator[None]:
-    """Processes started inside get `library` preloaded (LD_PRELOAD) as their malloc."""
+    """Processes started inside get `library` preloaded (LD_PRELOAD) as their malloc (and
+    jemalloc gets JEMALLOC_CONF unless MALLOC_CONF is set already)."""
     if library is None:
         yield
         return
-    before = os.environ.get("LD_PRELOAD")
-    os.environ["LD_PRELOAD"] = f"{library}:{before}" if before else library
+    env = {"LD_PRELOAD": ":".join(filter(None, [library, os.environ.get("LD_PRELOAD")]))}
+    if "jemalloc" in library and "MALLOC_CONF" not in os.environ:
+        env["MALLOC_CONF"] = JEMALLOC_CONF
+    before = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("LD_PRELOAD", None)
-        else:
-            os.environ["LD_PRELOAD"] = before
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def allocator_in_use() -> str:
