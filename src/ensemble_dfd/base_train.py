@@ -270,7 +270,7 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
             if export:
                 summaries[ref] = export_trained(ref, cfg, data, run_dir, log)
         return summaries
-    # each child's malloc (train.allocator, per model); a named one that is missing fails here
+    # each training child's malloc (train.allocator, per model); a missing one fails here
     malloc = {ref: memory.allocator_library(for_model(cfg.train, ref).allocator) for ref in refs}
     summaries = {}
     for ref in refs:
@@ -281,9 +281,9 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
         else:
             summaries[ref] = _in_child(_train_in_child, ref, cfg, data, run_dir, overwrite,
                                        tune, malloc=malloc[ref])
-        if export and not _has_artifact(run_dir / "models" / ref):
-            summaries[ref] = _in_child(_export_in_child, ref, cfg, data, run_dir,
-                                       malloc=malloc[ref])
+        if export and not _has_artifact(run_dir / "models" / ref):  # the system's malloc:
+            # jemalloc raised EfficientNetB7's export peak (4,169 vs 3,896 MiB)
+            summaries[ref] = _in_child(_export_in_child, ref, cfg, data, run_dir)
     return summaries
 
 

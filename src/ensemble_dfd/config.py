@@ -83,9 +83,10 @@ class TrainConfig:
     # after training, each model's ONNX artifact (ensemble_dfd.artifacts) for collect,
     # predict and serve: "onnx", or "none"; skipped with a log line without the infer extra
     export: str = "onnx"
-    # malloc of the processes that train and export each model (Linux, preloaded): "auto"
-    # (jemalloc where installed, else the system's), "system", "jemalloc" or "tcmalloc";
-    # jemalloc: EfficientNetB7 -0.45 GB peak at the same speed (results/benchmarks/)
+    # malloc of the process that trains each model (Linux, preloaded): "auto" (jemalloc
+    # where installed, else the system's), "system", "jemalloc" or "tcmalloc"; jemalloc:
+    # EfficientNetB7 -0.45 GB peak at the same speed (results/benchmarks/). Exports keep
+    # the system's: jemalloc raised their peak
     allocator: str = "auto"
     # per-model overrides of any key above, e.g. { M2 = { lr_frozen = 1e-4 } }: from-scratch
     # profiles need them (VGG19 has no BatchNorm and diverges at rates the others need)
