@@ -87,7 +87,8 @@ def allocator_library(setting: str) -> str | None:
 
 
 # jemalloc hands freed pages back after ~1 s (default 10 s), from a background thread:
-# EfficientNetB7's training peak -127 MiB at the same speed (results/benchmarks/README.md)
+# EfficientNetB7's training peak -127 MiB in benchmarks/model_memory.py, -20 to -44 MiB in
+# base_train runs, at the same speed (results/benchmarks/ and results/cpu/ READMEs)
 JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"
 
 
