@@ -10,8 +10,9 @@ peak. A case is BATCH[:VARIANT[+VARIANT...]]:
   onednn-off     TF_ENABLE_ONEDNN_OPTS=0
   accumulate-N   Keras' gradient_accumulation_steps=N (the optimizer steps every N batches)
   grappler-off   TensorFlow's graph optimizer disabled
-  jemalloc       that allocator preloaded instead of glibc's malloc, where installed (what
-  tcmalloc         train.allocator does for base_train's per-model processes)
+  jemalloc       that allocator preloaded instead of glibc's malloc, where installed, as
+  tcmalloc         train.allocator preloads it for base_train's training processes (jemalloc
+                   with memory.JEMALLOC_CONF since 2026-11-27; runs before that without)
   bf16           Keras' mixed_bfloat16 policy
   plain-step     the same model, loss and Adam in a bare tf.function step instead of fit
   nested-step    that step called from a tf.function that reads the iterator (as Keras'
@@ -34,16 +35,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ALLOCATORS = {"jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",  # apt libjemalloc2
-              "tcmalloc": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"}
 sys.path.insert(0, str(ROOT / "src"))
+from ensemble_dfd import memory  # noqa: E402  (after the path: run from a checkout)
 
 
 def run_case(model_ref: str, size: int, n: int, batch: int, variants: list[str]) -> dict:
     """Train in this process; return RSS per stage (MB) and seconds."""
     import numpy as np
 
-    from ensemble_dfd import backbones, memory
+    from ensemble_dfd import backbones
 
     stages = {"start": memory.rss_mb()}
     import keras
@@ -142,12 +142,13 @@ def main() -> int:
             env["TF_ENABLE_ONEDNN_OPTS"] = "0"
         for backend in {"torch", "jax"} & set(variants):
             env["KERAS_BACKEND"] = backend
-        lib = next((ALLOCATORS[v] for v in variants if v in ALLOCATORS), None)
-        if lib is not None:
-            if not Path(lib).is_file():
-                print(f"{case:22s} skipped: {lib} is not installed")
+        named = [v for v in variants if v in memory.ALLOCATOR_LIBS]
+        if named:  # as train.allocator preloads it (memory.preload_env)
+            try:
+                env.update(memory.preload_env(memory.allocator_library(named[0]), env))
+            except memory.AllocatorError as exc:
+                print(f"{case:22s} skipped: {exc}")
                 continue
-            env["LD_PRELOAD"] = lib
         out = subprocess.run([sys.executable, __file__, "--model", args.model, "--size",
                               str(args.size), "--images", str(args.images), "--case", case],
                              env=env, capture_output=True, text=True)

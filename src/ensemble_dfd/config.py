@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ensemble_dfd.errors import UserError
+from ensemble_dfd.memory import ALLOCATOR_SETTINGS
 
 ALL_MODELS = ("M1", "M2", "M3", "M4", "M5", "M6", "M7", "M8", "M9", "M10")
 
@@ -367,8 +368,8 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"train.{name} must be adam, rmsprop or sgd")
     if cfg.train.export not in ("onnx", "none"):
         raise ConfigError("train.export must be onnx or none")
-    if cfg.train.allocator not in ("auto", "system", "jemalloc", "tcmalloc"):
-        raise ConfigError("train.allocator must be auto, system, jemalloc or tcmalloc")
+    if cfg.train.allocator not in ALLOCATOR_SETTINGS:
+        raise ConfigError(f"train.allocator must be {', '.join(ALLOCATOR_SETTINGS)}")
     if cfg.train.tuner not in ("hyperband", "random"):
         raise ConfigError("train.tuner must be hyperband or random")
     for ref, over in cfg.train.per_model.items():

@@ -63,8 +63,10 @@ def release() -> None:
             ctypes.CDLL(name).malloc_trim(0)
 
 
-# train.allocator -> the library ctypes.util.find_library looks for
-ALLOCATOR_LIBS = {"jemalloc": "jemalloc", "tcmalloc": "tcmalloc_minimal"}
+# train.allocator's named mallocs: (library ctypes.util.find_library looks for, Debian package)
+ALLOCATOR_LIBS = {"jemalloc": ("jemalloc", "libjemalloc2"),
+                  "tcmalloc": ("tcmalloc_minimal", "libtcmalloc-minimal4")}
+ALLOCATOR_SETTINGS = ("auto", "system", *ALLOCATOR_LIBS)
 
 
 class AllocatorError(UserError, RuntimeError):
@@ -77,10 +79,9 @@ def allocator_library(setting: str) -> str | None:
     AllocatorError naming the package that provides it."""
     if setting == "system":
         return None
-    name = ALLOCATOR_LIBS["jemalloc" if setting == "auto" else setting]
+    name, package = ALLOCATOR_LIBS["jemalloc" if setting == "auto" else setting]
     lib = ctypes.util.find_library(name) if sys.platform.startswith("linux") else None
     if lib is None and setting != "auto":
-        package = {"jemalloc": "libjemalloc2", "tcmalloc": "libtcmalloc-minimal4"}[setting]
         raise AllocatorError(f"train.allocator = {setting}: lib{name} is not installed "
                              f"(Debian/Ubuntu: apt-get install {package}; Linux only)")
     return lib
@@ -92,16 +93,22 @@ def allocator_library(setting: str) -> str | None:
 JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"
 
 
+def preload_env(library: str, environ: dict[str, str]) -> dict[str, str]:
+    """The variables that make a process started with `environ` use `library` as its malloc
+    (LD_PRELOAD; jemalloc also JEMALLOC_CONF unless MALLOC_CONF is set already)."""
+    env = {"LD_PRELOAD": ":".join(filter(None, [library, environ.get("LD_PRELOAD")]))}
+    if "jemalloc" in library and "MALLOC_CONF" not in environ:
+        env["MALLOC_CONF"] = JEMALLOC_CONF
+    return env
+
+
 @contextlib.contextmanager
 def preloaded(library: str | None) -> Iterator[None]:
-    """Processes started inside get `library` preloaded (LD_PRELOAD) as their malloc (and
-    jemalloc gets JEMALLOC_CONF unless MALLOC_CONF is set already)."""
+    """Processes started inside get `library` as their malloc (preload_env)."""
     if library is None:
         yield
         return
-    env = {"LD_PRELOAD": ":".join(filter(None, [library, os.environ.get("LD_PRELOAD")]))}
-    if "jemalloc" in library and "MALLOC_CONF" not in os.environ:
-        env["MALLOC_CONF"] = JEMALLOC_CONF
+    env = preload_env(library, dict(os.environ))
     before = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:
@@ -120,5 +127,5 @@ def allocator_in_use() -> str:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         return "system"
-    return next((name for name, lib in ALLOCATOR_LIBS.items() if f"lib{lib}" in maps),
+    return next((name for name, (lib, _) in ALLOCATOR_LIBS.items() if f"lib{lib}" in maps),
                 "system")
