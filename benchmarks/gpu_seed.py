@@ -24,11 +24,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ensemble_dfd import accel, backbones  # noqa: E402
 from ensemble_dfd.config import load_config, parse_overrides  # noqa: E402
 from ensemble_dfd.data.dataset import load_dataset, select  # noqa: E402
 from ensemble_dfd.data.images import load_images  # noqa: E402
-from ensemble_dfd.train import TrainData, compile_model, image_size_for, train_one  # noqa: E402
+from ensemble_dfd.training import (
+    accel,
+    backbones,  # noqa: E402
+)
+from ensemble_dfd.training.modeldir import ModelDir  # noqa: E402
+from ensemble_dfd.training.plan import plan_model  # noqa: E402
+from ensemble_dfd.training.train import TrainData, compile_model, train_one  # noqa: E402
 
 # cheapest to compile first, so a short lease still covers most models
 ORDER = ["M6", "M2", "M4", "M9", "M1", "M7", "M3", "M8", "M5", "M10"]
@@ -120,8 +125,8 @@ def main() -> int:
         if time.time() > deadline - 150:
             say(f"seed schedule: deadline reached before {ref}")
             break
-        bb = backbones.get(ref)
-        size = image_size_for(bb, cfg)
+        plan = plan_model(cfg, ref)
+        size = plan.image_size
         if size not in cache:
             parts = [select(df, s, cfg.data.limit) for s in ("train", "validation")]
             cache[size] = [load_images(pp["file"].tolist(), size) for pp in parts] + \
@@ -129,12 +134,13 @@ def main() -> int:
         xt, xv, yt, yv = cache[size]
         t0 = time.time()
         try:
-            summary = train_one(bb, cfg, TrainData(xt, yt, xv, yv), args.work / ref, say)
+            model_dir = ModelDir(args.work / ref)
+            summary = train_one(plan, TrainData(xt, yt, xv, yv), model_dir, say)
         except Exception as exc:
             say(f"{ref} failed: {exc!r}")
             traceback.print_exc()
             continue
-        hist = (args.work / ref / "history.csv").read_text()
+        hist = model_dir.history_file.read_text()
         with (args.out / "seed_histories.csv").open("a") as fh:
             for i, line in enumerate(hist.splitlines()):
                 if i == 0 and (args.out / "seed_histories.csv").stat().st_size == 0:

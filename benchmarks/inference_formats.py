@@ -26,7 +26,7 @@ import numpy as np
 fmt, path, size, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 x = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
 if fmt == "keras":
-    from ensemble_dfd.artifacts import load_keras
+    from ensemble_dfd.inference.loader import load_keras
     m = load_keras(path)
     run = lambda: np.asarray(m.predict_on_batch(x))
 elif fmt == "savedmodel":
@@ -44,7 +44,7 @@ elif fmt == "tflite":
         it.set_tensor(inp["index"], x.astype(np.float32)); it.invoke()
         return it.get_tensor(out["index"])
 else:
-    from ensemble_dfd.artifacts import OnnxModel
+    from ensemble_dfd.inference.loader import OnnxModel
     m = OnnxModel(path)
     run = lambda: m.predict_on_batch(x)
 z = run()
@@ -60,7 +60,7 @@ def export_all(model_path: Path, out: Path) -> dict[str, Path]:
     import keras
     import tensorflow as tf
 
-    from ensemble_dfd.artifacts import load_keras, to_onnx
+    from ensemble_dfd.inference.loader import load_keras, to_onnx
 
     model = load_keras(model_path)
     size = int(model.input_shape[1])
@@ -85,7 +85,7 @@ def main() -> int:
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--batch", type=int, default=4)
     args = p.parse_args()
-    from ensemble_dfd.artifacts import load_keras
+    from ensemble_dfd.inference.loader import load_keras
 
     size = int(load_keras(args.model).input_shape[1])
     with tempfile.TemporaryDirectory() as tmp:

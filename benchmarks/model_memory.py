@@ -36,14 +36,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from ensemble_dfd import memory  # noqa: E402  (after the path: run from a checkout)
+from ensemble_dfd.training import memory  # noqa: E402  (after the path: run from a checkout)
 
 
 def run_case(model_ref: str, size: int, n: int, batch: int, variants: list[str]) -> dict:
     """Train in this process; return RSS per stage (MB) and seconds."""
     import numpy as np
 
-    from ensemble_dfd import backbones
+    from ensemble_dfd.training import backbones
 
     stages = {"start": memory.rss_mb()}
     import keras
@@ -64,7 +64,7 @@ def run_case(model_ref: str, size: int, n: int, batch: int, variants: list[str])
     model.compile(optimizer=keras.optimizers.Adam(1e-3, gradient_accumulation_steps=accumulate),
                   loss=keras.losses.BinaryCrossentropy(from_logits=True))
     if "flat-fit" in variants:
-        from ensemble_dfd.train import flat_step_functions
+        from ensemble_dfd.training.train import flat_step_functions
 
         assert flat_step_functions(model)
     stages["built"] = memory.rss_mb()

@@ -8,7 +8,14 @@ warm: one in-process Predictor per backend, warmed up first (every batch shape o
 
 --keyframes adds a third column: ONNX with keyframe-only video reading (predict --keyframes).
 
+--faces-only (no run needed): the verdict's face path alone (``extract_faces`` with the
+default limits, detector warm), per video and per detection setting, alternating settings
+per video: the study's (OpenCV reader, HOG upsample 1 on the 640-px frame) against the
+planned PyAV reader with --detect-size / BlazeFace; decoding vs detection seconds, and the
+faces each finds.
+
 Usage: python benchmarks/predict_latency.py --run RUN_DIR [--videos DIR] [--cold N] [--keyframes]
+       python benchmarks/predict_latency.py --faces-only [--videos DIR]
 Export the artifacts first: python -m ensemble_dfd.artifacts --run RUN_DIR
 Runs on CPU (CUDA_VISIBLE_DEVICES is cleared) and prints ratios measured in this one run.
 """
@@ -49,8 +56,8 @@ def cold_runs(run: Path, video: Path, backend: str, n: int, learner: str,
 
 def warm_runs(run: Path, videos: list, backend: str, learner: str,
               keyframes: bool = False) -> dict:
-    from ensemble_dfd.limits import Limits
-    from ensemble_dfd.verdict import Predictor
+    from ensemble_dfd.inference.limits import Limits
+    from ensemble_dfd.inference.verdict import Predictor
 
     t = time.perf_counter()
     pred = Predictor(run, learner, backend=backend, limits=Limits(keyframes=keyframes))
@@ -71,10 +78,64 @@ def warm_runs(run: Path, videos: list, backend: str, learner: str,
     return {"load": load, "warm_up": warm, "rows": rows, "backends": used}
 
 
+FACE_SETTINGS = (("study: cv2 + hog@0", "hog", 0, False), ("av + hog@960", "hog", 960, True),
+                 ("av + blazeface", "blazeface", 0, True))
+
+
+def faces_only(videos: list) -> int:
+    """Warm face extraction per video for each setting (decoding vs detection)."""
+    from dataclasses import replace
+
+    from ensemble_dfd.config import PrepareConfig
+    from ensemble_dfd.data import avframes
+    from ensemble_dfd.data import faces as facelib
+    from ensemble_dfd.inference.verdict import extract_faces
+
+    real_find, spent = facelib.find_faces, [0.0]
+
+    def timed_find(*a, **k):
+        t = time.perf_counter()
+        try:
+            return real_find(*a, **k)
+        finally:
+            spent[0] += time.perf_counter() - t
+
+    facelib.find_faces = timed_find
+    base, have_av = PrepareConfig(), avframes.have_pyav
+    rows: dict[str, list] = {name: [] for name, *_ in FACE_SETTINGS}
+    for _name, det, _, _ in FACE_SETTINGS:  # warm: detectors built before timing
+        facelib.check_detector(det)
+    for i, (video, _) in enumerate(videos):
+        order = FACE_SETTINGS[i % 3:] + FACE_SETTINGS[:i % 3]
+        for name, det, size, use_av in order:
+            avframes.have_pyav = (lambda u=use_av: u and have_av())
+            p = replace(base, detector=det, detect_size=size)
+            spent[0] = 0.0
+            t = time.perf_counter()
+            res = extract_faces(video, "video", p)
+            total = time.perf_counter() - t
+            rows[name].append((video.name, len(res.faces), total, spent[0]))
+    avframes.have_pyav = have_av
+    print(f"\n{'video':<18}" + "".join(f"{n:>28}" for n in rows))
+    for j, (video, _) in enumerate(videos):
+        print(f"{video.name:<18}" + "".join(
+            f"{r[j][1]:>6} faces {r[j][2]:>5.2f} s (det {r[j][3]:.2f})" for r in rows.values()))
+    ref = statistics.median(r[2] for r in rows[FACE_SETTINGS[0][0]])
+    for name, r in rows.items():
+        med = statistics.median(x[2] for x in r)
+        det = statistics.median(x[3] for x in r)
+        print(f"{name:<22} warm per video median {med:.2f} s (detection {det:.2f} s, "
+              f"decoding and the rest {med - det:.2f} s), {sum(x[1] for x in r)} faces; "
+              f"study/this {ref / med:.2f}x")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", type=Path, required=True, help="run folder with models/ (+stack/)")
+    p.add_argument("--run", type=Path, help="run folder with models/ (+stack/)")
+    p.add_argument("--faces-only", action="store_true",
+                   help="time only the verdict's face path (no run needed)")
     p.add_argument("--videos", type=Path, default=DEFAULT_VIDEOS)
     p.add_argument("--cold", type=int, default=1, help="fresh processes per backend")
     p.add_argument("--learner", default="auto")
@@ -84,12 +145,18 @@ def main() -> int:
     configs = {b: (b, False) for b in BACKENDS}
     if args.keyframes:
         configs["onnx+kf"] = ("onnx", True)
-    from ensemble_dfd.verdict import expand_inputs
+    from ensemble_dfd.inference.verdict import expand_inputs
 
     if not args.videos.is_dir():
         print(f"{args.videos}: absent (the wild videos live in ../shared/data)", file=sys.stderr)
         return 2
     videos = [(f, k) for f, k in expand_inputs([args.videos])[0] if k == "video"]
+    if args.faces_only:
+        print(f"{len(videos)} videos from {args.videos}, {os.cpu_count()} CPUs, load average "
+              f"{os.getloadavg()[0]:.1f} at start (a shared machine)")
+        return faces_only(videos)
+    if args.run is None:
+        p.error("--run is required (or --faces-only)")
     print(f"run {args.run}, {len(videos)} videos from {args.videos}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at start")
     results = {}

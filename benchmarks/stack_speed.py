@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from ensemble_dfd import stack
-from ensemble_dfd.logits import write_store
-from ensemble_dfd.synthetic_logits import make_store
+from ensemble_dfd.stacking.logits import write_store
+from ensemble_dfd.stacking.synthetic_logits import make_store
 
 TARGET_S = 60.0
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ensemble_dfd.training.modeldir import ModelDir
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "dfd-mini"
 
@@ -35,9 +37,9 @@ def run_case(ref: str, onednn: bool, args: argparse.Namespace) -> dict:
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if out.returncode:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
-        model = Path(tmp) / "models" / ref
-        done = json.loads((model / "done.json").read_text())
-        hist = pd.read_csv(model / "history.csv")
+        model = ModelDir.of(tmp, ref)
+        done = model.summary()
+        hist = model.history()
     return {"model": ref, "onednn": onednn, "peak_rss_mb": done["peak_rss_mb"],
             "img_per_s_last_epoch": float(hist["images_per_second"].iloc[-1]),
             "train_s": done.get("train_seconds_this_process")}

@@ -33,13 +33,14 @@ SETS = {"dfd-mini": SHARED / "dfd-mini", "dfdc-20k": SHARED / "dfdc-20k"}
 
 def run_case(data: str, mode: str, args: argparse.Namespace) -> dict:
     """Train one epoch in this process; return its figures."""
-    import pandas as pd
 
-    from ensemble_dfd import backbones, memory
     from ensemble_dfd.base_train import load_split
     from ensemble_dfd.config import load_config
     from ensemble_dfd.data.dataset import load_dataset
-    from ensemble_dfd.train import TrainData, train_one
+    from ensemble_dfd.training import memory
+    from ensemble_dfd.training.modeldir import ModelDir
+    from ensemble_dfd.training.plan import plan_model
+    from ensemble_dfd.training.train import TrainData, train_one
 
     table = tomllib.loads((ROOT / "experiments" / "cpu.toml").read_text())
     table["data"].pop("image_size_per_model", None)  # one size for the one model
@@ -47,17 +48,17 @@ def run_case(data: str, mode: str, args: argparse.Namespace) -> dict:
     table["data"].update(image_size=args.size, limit=0, limit_per_split={"validation": args.val},
                          in_memory=mode == "memory", workers=args.workers)
     table["train"].update(models=[args.model], epochs_frozen=1, epochs_finetune=0)
-    cfg = load_config(None, table)
+    plan = plan_model(load_config(None, table), args.model)
     rss0 = memory.rss_mb()
     t0 = time.perf_counter()
     df = load_dataset(SETS[data])
-    xt, yt = load_split(df, cfg, "train", args.size)
-    xv, yv = load_split(df, cfg, "validation", args.size)
+    xt, yt = load_split(df, plan, "train")
+    xv, yv = load_split(df, plan, "validation")
     load_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
-        train_one(backbones.get(args.model), cfg, TrainData(xt, yt, xv, yv), Path(tmp),
-                  log=lambda _: None)
-        h = pd.read_csv(Path(tmp) / "history.csv").iloc[-1]
+        model_dir = ModelDir(Path(tmp))
+        train_one(plan, TrainData(xt, yt, xv, yv), model_dir, log=lambda _: None)
+        h = model_dir.history().iloc[-1]
     return {"data": data, "mode": mode, "n_train": len(xt), "n_val": len(xv),
             "load_s": round(load_s, 1), "epoch_s": float(h["seconds"]),
             "img_per_s": float(h["images_per_second"]),
@@ -69,11 +70,11 @@ def run_ab(args: argparse.Namespace) -> dict:
     model, alternating (best of --rounds each), so a busy machine penalises neither side."""
     import numpy as np
 
-    from ensemble_dfd import backbones
     from ensemble_dfd.data.dataset import load_dataset, select
     from ensemble_dfd.data.images import load_images
     from ensemble_dfd.data.stream import epoch_seed, image_split, keras_batches
-    from ensemble_dfd.train import compile_model
+    from ensemble_dfd.training import backbones
+    from ensemble_dfd.training.train import compile_model
 
     part = select(load_dataset(SETS["dfd-mini"]), "train", args.ab_n // 2, 0)
     files, y = part["file"].tolist(), part["label"].to_numpy().astype("float32")

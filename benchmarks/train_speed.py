@@ -87,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_data(args: argparse.Namespace, size: int) -> Any:
     """In-memory uint8 train/validation tensors: real faces, or synthetic ones."""
-    from ensemble_dfd.train import TrainData
+    from ensemble_dfd.training.train import TrainData
 
     if args.data is None:
         rng = np.random.default_rng(0)
@@ -138,7 +138,7 @@ def step_stats(steps: list[tuple[int, float, float]], epochs: range) -> tuple[fl
 
 def time_inference(model: Any, x: np.ndarray, batch: int, rounds: int = 3) -> tuple[float, float]:
     """(first-batch compile seconds beyond a steady batch, steady images/s) of predict_batches."""
-    from ensemble_dfd.train import predict_batches
+    from ensemble_dfd.training.train import predict_batches
 
     batch = min(batch, len(x))
     x = x[: len(x) // batch * batch]
@@ -157,8 +157,8 @@ def aug_seconds(x: np.ndarray, y: np.ndarray, batch: int, steps: int = 8) -> flo
     trained with and without it on the same batches (the difference is the augmentation)."""
     import keras
 
-    from ensemble_dfd.augment import augment_layer
-    from ensemble_dfd.train import compile_model
+    from ensemble_dfd.training.augment import augment_layer
+    from ensemble_dfd.training.train import compile_model
 
     out = {}
     for aug in (True, False):
@@ -179,11 +179,11 @@ def aug_seconds(x: np.ndarray, y: np.ndarray, batch: int, steps: int = 8) -> flo
 def measure(ref: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Everything printed for one model under this process's backend."""
     import keras
-    import pandas as pd
 
-    from ensemble_dfd import backbones
     from ensemble_dfd.config import load_config
-    from ensemble_dfd.train import image_size_for, load_model, train_one
+    from ensemble_dfd.training.modeldir import ModelDir
+    from ensemble_dfd.training.plan import plan_model
+    from ensemble_dfd.training.train import load_model, train_one
 
     e1, e2 = (int(v) for v in args.epochs.split(","))
     cfg = load_config(args.config, {"train": {"models": [ref]}})
@@ -193,19 +193,20 @@ def measure(ref: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                   data=replace(cfg.data, batch_size=args.batch or cfg.data.batch_size))
     if args.size:
         cfg = replace(cfg, data=replace(cfg.data, image_size=args.size, image_size_per_model={}))
-    bb = backbones.get(ref)
-    size, batch = image_size_for(bb, cfg), cfg.data.batch_size
+    plan = plan_model(cfg, ref)
+    bb, size, batch = plan.backbone, plan.image_size, plan.batch_size
     data = load_data(args, size)
     timer = step_timer()
     t0 = time.perf_counter()
-    train_one(bb, cfg, data, tmp / ref, log=lambda _m: None, callbacks=[timer])
+    model_dir = ModelDir(tmp / ref)
+    train_one(plan, data, model_dir, log=lambda _m: None, callbacks=[timer])
     wall = time.perf_counter() - t0
     first1, step1 = step_stats(timer.steps, range(0, e1))
     first2, step2 = step_stats(timer.steps, range(e1, e1 + e2))
-    hist = pd.read_csv(tmp / ref / "history.csv")
+    hist = model_dir.history()
     steady_epoch = float(hist["seconds"].iloc[1:].median()) if len(hist) > 1 else np.nan
     keras.backend.clear_session()
-    model = load_model(tmp / ref / "model.keras")
+    model = load_model(model_dir.model_file)
     compile_inf, inf_rate = time_inference(model, data.x_val, batch)
     aug = aug_seconds(data.x_train, data.y_train, batch)
     row = {"backend": keras.backend.backend(), "ref": ref, "backbone": bb.name, "size": size,
@@ -227,7 +228,7 @@ def measure(ref: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 def worker(args: argparse.Namespace) -> int:
-    from ensemble_dfd import accel
+    from ensemble_dfd.training import accel
 
     accel.enable_compile_cache()
     accel.set_precision("auto")

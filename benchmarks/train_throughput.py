@@ -26,10 +26,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
-from ensemble_dfd import backbones  # noqa: E402
 from ensemble_dfd.data.dataset import load_dataset, select  # noqa: E402
 from ensemble_dfd.data.images import load_images, stream_images  # noqa: E402
-from ensemble_dfd.train import compile_model, predict_batches, predict_logits  # noqa: E402
+from ensemble_dfd.training import backbones  # noqa: E402
+from ensemble_dfd.training.train import compile_model, predict_batches, predict_logits  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dfd-mini"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 from collections.abc import Iterator
@@ -12,6 +13,17 @@ import cv2
 import numpy as np
 
 from ensemble_dfd.data.synthetic import draw_face
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dfb_reference():
+    """benchmarks/dfb_reference.py: DeepfakeBench's recipe transcribed (not in the package)."""
+    spec = importlib.util.spec_from_file_location("dfb_reference",
+                                                  ROOT / "benchmarks" / "dfb_reference.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def link_copy(src: Path, dst: Path) -> Path:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from ensemble_dfd import metrics as M
+from ensemble_dfd.stacking import metrics as M
 
 sk = pytest.importorskip("sklearn.metrics")
 

@@ -49,16 +49,17 @@ def _test_images(synthetic_dataset: Path, n: int = 24) -> list[Path]:
 
 
 def test_onnx_logits_equal_keras(exported_run, synthetic_dataset):
-    from ensemble_dfd.artifacts import INFO_FILE, TOLERANCE, OnnxModel, fresh_artifact
-    from ensemble_dfd.collect import trained_models
+    from ensemble_dfd.artifacts import TOLERANCE
     from ensemble_dfd.data.images import load_images
-    from ensemble_dfd.train import load_model, predict_logits
+    from ensemble_dfd.inference.loader import OnnxModel
+    from ensemble_dfd.rundir import trained_models
+    from ensemble_dfd.training.train import load_model, predict_logits
 
     files = _test_images(synthetic_dataset)
-    for ref, path in trained_models(exported_run).items():
-        onnx = fresh_artifact(path)
-        assert onnx is not None and (path.parent / INFO_FILE).is_file(), ref
-        keras_model, onnx_model = load_model(path), OnnxModel(onnx)
+    for ref, model_dir in trained_models(exported_run).items():
+        onnx = model_dir.fresh_artifact()
+        assert onnx is not None and (model_dir.path / "model.onnx.json").is_file(), ref
+        keras_model, onnx_model = load_model(model_dir.model_file), OnnxModel(onnx)
         x = load_images(files, int(keras_model.input_shape[1]))
         # batch sizes 1..len: padding and the dynamic batch dimension must not matter
         for n in (1, 3, len(x)):
@@ -68,21 +69,21 @@ def test_onnx_logits_equal_keras(exported_run, synthetic_dataset):
 
 
 def test_export_checks_on_faces_where_given_else_on_noise(exported_run, tmp_path):
-    from ensemble_dfd.artifacts import INFO_FILE, export_model
+    from ensemble_dfd.artifacts import export_model
+    from ensemble_dfd.training.modeldir import ModelDir
 
-    info = json.loads((exported_run / "models" / "M6" / INFO_FILE).read_text())
+    info = json.loads((exported_run / "models" / "M6" / "model.onnx.json").read_text())
     assert info["check"].endswith(" faces") and info["max_abs_logit_diff"] <= 1e-4
     run = tmp_path / "run"
     shutil.copytree(exported_run / "models" / "M6", run / "models" / "M6")
-    assert export_model(run / "models" / "M6" / "model.keras", overwrite=True)[
-        "check"] == "noise"
+    assert export_model(ModelDir.of(run, "M6"), overwrite=True)["check"] == "noise"
 
 
 def test_predictor_uses_fresh_artifacts_and_falls_back(exported_run, tmp_path):
     import cv2
 
     from ensemble_dfd.data.synthetic import draw_face
-    from ensemble_dfd.verdict import Predictor
+    from ensemble_dfd.inference.verdict import Predictor
 
     crop = tmp_path / "c.png"
     cv2.imwrite(str(crop), cv2.cvtColor(draw_face(np.random.default_rng(1), 48),
@@ -146,3 +147,46 @@ def test_collect_uses_artifacts_and_matches_keras(exported_run, synthetic_datase
     _without_tensorflow("collect", ["--run", str(run), "--data", str(synthetic_dataset),
                                     "--split", "test"])
     assert "(onnx)" in (run / "collect.log").read_text()
+
+
+def test_a_swapped_or_corrupt_artifact_is_one_error_line(exported_run, tmp_path):
+    """Issue 26 (5): a valid but swapped model.onnx was used silently and a corrupt one was
+    a traceback; both are now refused against the sha256 recorded at export: exit 2."""
+    from ensemble_dfd.runio import sha256_file
+    from ensemble_dfd.training.modeldir import ONNX_INFO_FILE as INFO_FILE
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    m6, m2 = (run / "models" / r for r in ("M6", "M2"))
+    info = json.loads((m6 / INFO_FILE).read_text())
+    assert info["sha256"] == sha256_file(m6 / "model.onnx")  # recorded at export
+    crop = tmp_path / "c.png"
+    shutil.copy(_any_image(tmp_path), crop)
+    cases = {"swapped": (m2 / "model.onnx").read_bytes(),
+             "corrupt": (m6 / "model.onnx").read_bytes()[:1000]}
+    for why, data in cases.items():
+        (m6 / "model.onnx").write_bytes(data)
+        proc = subprocess.run([sys.executable, "-m", "ensemble_dfd.predict", str(crop),
+                               "--run", str(run), "--faces", "as-is"],
+                              capture_output=True, text=True, timeout=300)
+        err = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2, (why, proc.stderr[-2000:])
+        assert len(err) == 1 and err[0].startswith("error: ") and "sha256" in err[0], err
+    # the hash matches but the bytes are no ONNX model: still one line, exit 2
+    (m6 / INFO_FILE).write_text(json.dumps({**info, "sha256": sha256_file(m6 / "model.onnx")}))
+    proc = subprocess.run([sys.executable, "-m", "ensemble_dfd.predict", str(crop),
+                           "--run", str(run), "--faces", "as-is"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: ")
+    assert "not a loadable ONNX model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _any_image(tmp_path: Path) -> Path:
+    import cv2
+
+    from ensemble_dfd.data.synthetic import draw_face
+
+    path = tmp_path / "face.png"
+    cv2.imwrite(str(path), cv2.cvtColor(draw_face(np.random.default_rng(1), 48),
+                                        cv2.COLOR_RGB2BGR))
+    return path

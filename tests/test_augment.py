@@ -10,7 +10,7 @@ from scipy import ndimage
 def test_flip_rotate_matches_scipy_rotate_with_reflect_fill():
     from keras import ops
 
-    from ensemble_dfd.augment import affine_transforms, flip_rotate
+    from ensemble_dfd.training.augment import affine_transforms, flip_rotate
 
     img = np.random.RandomState(0).rand(3, 17, 23, 3).astype("float32")
     angles = np.array([0.5, -1.1, 1.25], "float32")  # radians, inside +-0.2 turns
@@ -31,8 +31,8 @@ def test_flip_rotate_matches_scipy_rotate_with_reflect_fill():
 def test_layer_is_random_in_training_identity_in_inference_and_saves(tmp_path):
     import keras
 
-    from ensemble_dfd.augment import augment_layer
-    from ensemble_dfd.train import load_model
+    from ensemble_dfd.training.augment import augment_layer
+    from ensemble_dfd.training.train import load_model
 
     x = np.random.RandomState(1).randint(0, 256, (8, 16, 16, 3)).astype("uint8")
     inputs = keras.Input((16, 16, 3))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ensemble_dfd import backbones
+from ensemble_dfd.training import backbones
 
 
 def test_registry_has_the_ten_study_models():

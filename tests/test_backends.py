@@ -43,6 +43,11 @@ def test_train_collect_predict(backend, synthetic_dataset, tmp_path):
     assert env["keras_backend"] == backend
     history = pd.read_csv(run / "models" / "M6" / "history.csv")
     assert history["phase"].tolist() == [1, 2] and history["loss"].notna().all()
+    from ensemble_dfd.training.tracking import read_scalars  # TensorBoard files, no TF
+
+    scalars = read_scalars(run / "tb" / "M6")
+    assert scalars["train/epoch_loss"] == pytest.approx(dict(enumerate(history["loss"], 1)))
+    assert set(scalars["validation/epoch_accuracy"]) == {1, 2}
     store = pd.read_parquet(run / "logits.parquet")
     assert set(store["split"]) == {"validation", "test"} and store["logit"].notna().all()
     image = next((synthetic_dataset / "test").rglob("*.jpg"))

@@ -210,3 +210,40 @@ def test_a_run_recorded_before_evaluate_accepts_the_new_experiment_file(tmp_path
     other = dataclasses.replace(cpu, data=dataclasses.replace(cpu.data, image_size=64))
     with pytest.raises(RunExistsError, match="differs in data"):
         record_config(run, other, overwrite=False)
+
+
+def test_a_run_recorded_before_a_key_existed_is_still_the_same_run(tmp_path):
+    """A run recorded before ``prepare.detect_size`` existed (its data searched the study's
+    way) is resumed by today's config, whose default is 960: not a different run, and the
+    run keeps reading its own value (found in review: base_train refused it)."""
+    from ensemble_dfd.cli_common import record_config
+    from ensemble_dfd.config import load_recorded
+    from ensemble_dfd.runio import RunExistsError
+
+    cfg = load_config(None)
+    assert cfg.prepare.detect_size == 960
+    old = "\n".join(line for line in dumps(cfg).splitlines()
+                    if not line.startswith("detect_size")) + "\n"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text(old)
+    record_config(run, cfg, overwrite=False)
+    assert (run / "config.toml").read_text() == old
+    assert load_recorded(run / "config.toml").prepare.detect_size == 0
+    import dataclasses
+
+    other = dataclasses.replace(cfg, prepare=dataclasses.replace(cfg.prepare, margin=0.2))
+    with pytest.raises(RunExistsError, match="differs in prepare"):
+        record_config(run, other, overwrite=False)
+
+
+@pytest.mark.parametrize("spec, match", [
+    ('{ dataset = "dfdc" }', "needs root = DIR"),
+    ('{ root = "x", data = "y" }', "go with dataset = NAME"),
+    ('{ dataset = "dfdc", root = "x", videos = "y" }', "exactly one of"),
+])
+def test_public_dataset_evaluate_sets_are_validated(tmp_path, spec, match):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[evaluate]\nx = {spec}\n")
+    with pytest.raises(ConfigError, match=match):
+        load_config(cfg)

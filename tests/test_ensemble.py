@@ -7,7 +7,6 @@ import pytest
 from sklearn.base import clone
 from sklearn.model_selection import GroupKFold, cross_val_predict
 
-from ensemble_dfd import metrics as M
 from ensemble_dfd.ensemble import (
     META_LEARNERS,
     CaruanaSelection,
@@ -20,7 +19,8 @@ from ensemble_dfd.ensemble import (
     make_meta_learner,
     oof_decision,
 )
-from ensemble_dfd.synthetic_logits import make_matrix
+from ensemble_dfd.stacking import metrics as M
+from ensemble_dfd.stacking.synthetic_logits import make_matrix
 
 NAMES = sorted(META_LEARNERS)
 

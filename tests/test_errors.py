@@ -37,20 +37,20 @@ def test_a_bug_is_not_a_user_error(bug):
 def test_package_errors_share_the_base():
     from ensemble_dfd.analysis.intervention import InterventionError
     from ensemble_dfd.artifacts import ArtifactError
-    from ensemble_dfd.backbones import WeightsUnavailableError
     from ensemble_dfd.data.dataset import DatasetError
     from ensemble_dfd.data.frames import VideoReadError
     from ensemble_dfd.data.images import ImageReadError
     from ensemble_dfd.ensemble import MetaLearnerError
     from ensemble_dfd.ensemble.saved import MetaLearnerMismatch
-    from ensemble_dfd.logits import StoreError
+    from ensemble_dfd.inference.verdict import InputError, LimitError, RunError
     from ensemble_dfd.pipeline import StepFailed
     from ensemble_dfd.prepare.common import NothingUsable
     from ensemble_dfd.report import ReportError
     from ensemble_dfd.runio import RunExistsError
     from ensemble_dfd.stack import StackError
-    from ensemble_dfd.tune import TunerDependencyError
-    from ensemble_dfd.verdict import InputError, LimitError, RunError
+    from ensemble_dfd.stacking.logits import StoreError
+    from ensemble_dfd.training.backbones import WeightsUnavailableError
+    from ensemble_dfd.training.tune import TunerDependencyError
 
     for cls in (ConfigError, InterventionError, MetaLearnerError, StoreError, StepFailed,
                 NothingUsable, ReportError, RunExistsError, MetaLearnerMismatch, StackError,

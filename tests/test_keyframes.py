@@ -13,8 +13,8 @@ from hostile_media import write_frame_bomb
 
 from ensemble_dfd.config import PrepareConfig
 from ensemble_dfd.data.frames import FrameReport, VideoReadError
-from ensemble_dfd.limits import Deadline, LimitExceeded, Limits
-from ensemble_dfd.verdict import extract_faces
+from ensemble_dfd.inference.limits import Deadline, LimitExceeded, Limits
+from ensemble_dfd.inference.verdict import extract_faces
 
 av = pytest.importorskip("av", reason="PyAV (the 'infer' extra) is not installed")
 from ensemble_dfd.data.keyframes import iter_keyframes  # noqa: E402
@@ -75,8 +75,11 @@ def test_pixels_checked_from_the_header_and_bad_files_named(tmp_path):
         read(video, Limits(max_pixels=100))
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video at all" * 100)
-    with pytest.raises(VideoReadError, match="junk.mp4"):
+    with pytest.raises(VideoReadError, match="junk.mp4") as info:
         read(junk, Limits())
+    # issue 26 (8): FFmpeg's reason in words, without its errno number or a second path
+    assert str(info.value) == (f"{junk}: cannot be read as a video (Invalid data found "
+                               "when processing input)")
     with pytest.raises(VideoReadError, match="missing.mp4"):
         read(tmp_path / "missing.mp4", Limits())
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ensemble_dfd import metrics as M
 from ensemble_dfd.ensemble import (
     CaruanaSelection,
     MetaLearnerError,
@@ -18,7 +17,8 @@ from ensemble_dfd.ensemble import (
     make_meta_learner,
 )
 from ensemble_dfd.ensemble.saved import load_meta_learner, save_meta_learner
-from ensemble_dfd.synthetic_logits import make_matrix
+from ensemble_dfd.stacking import metrics as M
+from ensemble_dfd.stacking.synthetic_logits import make_matrix
 
 SIMILAR = [0.7, 0.65, 0.6, 0.6, 0.55, 0.5]  # single-model ACC ~0.69-0.76, soft vote ~0.93
 
@@ -83,7 +83,7 @@ def test_saved_form_round_trips(name, tmp_path):
     est = make_meta_learner(name, random_state=0).fit(X, y, groups=g)
     models = [f"M{k + 1}" for k in range(X.shape[1])]
     save_meta_learner(tmp_path, name, est, models, 0.0, {"weights": est.weight_table()})
-    loaded = load_meta_learner(tmp_path / f"{name}.joblib", models)
+    loaded = load_meta_learner(tmp_path / f"{name}.json", models)
     assert np.array_equal(loaded.decision(Xt), est.decision_function(Xt))
     table = est.weight_table()
     assert {"weight", "scale", "intercept"} <= set(table)

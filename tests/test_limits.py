@@ -3,21 +3,43 @@ videos, deadlines, the whole-image rule, and who may call the service."""
 
 from __future__ import annotations
 
+import struct
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from hostile_media import peak_rss_mb, write_cut_avi, write_frame_bomb, write_png_bomb
+from hostile_media import (
+    peak_rss_mb,
+    tiff_bytes,
+    write_cut_avi,
+    write_frame_bomb,
+    write_png_bomb,
+    write_scan_bomb,
+    write_tiff_huge_tile,
+    write_tiff_repeated_size,
+)
 from synthetic_media import make_image, make_video
 
-from ensemble_dfd.access import AccessPolicy, bind_warning, host_name
 from ensemble_dfd.config import PrepareConfig
 from ensemble_dfd.data import frames as framelib
+from ensemble_dfd.data.image_checks import (
+    ImageStructureError,
+    check_image_structure,
+    jpeg_scans,
+    scan_limit,
+)
 from ensemble_dfd.data.synthetic import draw_face
-from ensemble_dfd.limits import Deadline, LimitExceeded, Limits, image_file_dimensions
-from ensemble_dfd.verdict import InputError, LimitError, extract_faces, looks_like_face_crop
+from ensemble_dfd.inference.access import AccessPolicy, bind_warning, host_name
+from ensemble_dfd.inference.limits import Deadline, LimitExceeded, Limits, image_file_dimensions
+from ensemble_dfd.inference.verdict import (
+    InputError,
+    LimitError,
+    expand_inputs,
+    extract_faces,
+    looks_like_face_crop,
+)
 
 # ---------------------------------------------------------------- hostile media
 
@@ -80,6 +102,86 @@ def test_header_bomb_png_refused_before_decoding(hostile):
     assert hostile["png_bomb"].stat().st_size < 200_000  # the file itself is small
 
 
+def test_scan_bomb_jpeg_refused_from_its_markers(tmp_path):
+    """Issue 26 (2): a progressive JPEG decodes the whole picture once per scan; a small
+    file with thousands of repeated scans passed the header check and took minutes."""
+    bomb = write_scan_bomb(tmp_path / "scans.jpg", scans=500, size=512)
+    assert image_file_dimensions(bomb) == (512, 512)  # passes the header check
+    t0 = time.perf_counter()
+    with pytest.raises(LimitError, match="more than 100 scans") as info:
+        extract_faces(bomb, "image", PrepareConfig())
+    assert info.value.reason == "size" and time.perf_counter() - t0 < 1.0
+    assert scan_limit(512 * 512) == 100 and scan_limit(25_000_000) == 24
+    assert scan_limit(200_000_000) == 12  # a libjpeg progressive file (10 scans) always passes
+    # an ordinary progressive JPEG (10 scans) is read as before
+    good = tmp_path / "prog.jpg"
+    cv2.imwrite(str(good), np.full((64, 64, 3), 90, np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    with good.open("rb") as fh:
+        assert 2 <= jpeg_scans(fh) <= 12
+    assert extract_faces(good, "image", PrepareConfig(), "as-is").frames_kept == 1
+
+
+def test_scans_hidden_behind_junk_are_still_counted(tmp_path):
+    bomb = write_scan_bomb(tmp_path / "scans.jpg", scans=200, size=64)
+    data = bomb.read_bytes()
+    first = data.find(b"\xff\xda")  # junk bytes before the first scan: libjpeg skips them
+    bomb.write_bytes(data[:first] + b"junk" + data[first:])
+    with bomb.open("rb") as fh, pytest.raises(LimitExceeded, match="scans"):
+        jpeg_scans(fh)
+
+
+def test_tiff_with_repeated_size_tags_refused(tmp_path):
+    """Issue 26 (3): width/height tags given twice read 16x16 to the header check."""
+    path = write_tiff_repeated_size(tmp_path / "rep.tif")
+    with pytest.raises(InputError, match="rep.tif: not a decodable image .*tag 256 appears "
+                                         "twice"):
+        extract_faces(path, "image", PrepareConfig())
+
+
+def test_tiff_with_one_huge_tile_refused_before_decoding(tmp_path):
+    """Issue 26 (3): a 16x16 TIFF stored as one 16000x16000 tile cost ~1 GB to decode."""
+    path = write_tiff_huge_tile(tmp_path / "tile.tif")
+    assert image_file_dimensions(path) == (16, 16) and path.stat().st_size < 300_000
+    before = peak_rss_mb()
+    with pytest.raises(LimitError, match="tile of 16000x16000 px is larger than its 16x16"):
+        extract_faces(path, "image", PrepareConfig())
+    assert peak_rss_mb() - before < 100
+
+
+@pytest.mark.parametrize("ext, params", [
+    (".tiff", []), (".tiff", [cv2.IMWRITE_TIFF_COMPRESSION, 1]),
+    (".tiff", [cv2.IMWRITE_TIFF_COMPRESSION, 8]),
+])
+def test_ordinary_tiffs_pass_the_structure_check(tmp_path, ext, params):
+    path = tmp_path / f"ok{ext}"
+    assert cv2.imwrite(str(path), np.full((40, 30, 3), 100, np.uint8), params)
+    check_image_structure(path, 25_000_000)
+    assert extract_faces(path, "image", PrepareConfig(), "as-is").frames_kept == 1
+
+
+@pytest.mark.parametrize("entries, match", [
+    ([(256, 3, 1, 16), (257, 3, 1, 16), (259, 3, 1, 6)], "compression 6"),
+    ([(256, 3, 1, 16), (257, 3, 1, 16), (277, 3, 1, 300)], "300 samples"),
+    ([(256, 3, 1, 16), (257, 3, 1, 16), (330, 4, 1, 8)], "SubIFDs"),
+    ([(256, 3, 1, 16), (257, 3, 1, 16), (270, 2, 10**6, 8)], "outside the file"),
+    ([(256, 3, 1, 16), (257, 3, 1, 16), (999, 77, 1, 0)], "unknown type"),
+    ([(256, 3, 1, 16)], "lacks tag 257"),
+])
+def test_tiff_outside_the_safe_subset_refused(tmp_path, entries, match):
+    path = tmp_path / "x.tif"
+    path.write_bytes(tiff_bytes(entries))
+    with pytest.raises(ImageStructureError, match=match):
+        check_image_structure(path, 25_000_000)
+
+
+def test_a_tiff_directory_loop_is_refused(tmp_path):
+    data = bytearray(tiff_bytes([(256, 3, 1, 16), (257, 3, 1, 16)]))
+    data[-4:] = struct.pack("<I", 8)  # the next IFD is this one again
+    (tmp_path / "loop.tif").write_bytes(bytes(data))
+    with pytest.raises(ImageStructureError, match="loops"):
+        check_image_structure(tmp_path / "loop.tif", 25_000_000)
+
+
 def test_unsized_image_is_bad_input(tmp_path):
     path = tmp_path / "cut.jpg"
     path.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01")
@@ -108,6 +210,10 @@ def test_spread_indices_bounded_and_spread():
 
 
 def test_frame_count_bomb_costs_max_frames_decodes(hostile, monkeypatch):
+    """The OpenCV reader (without PyAV; the planned reader's bound is in test_avframes)."""
+    from ensemble_dfd.data import avframes
+
+    monkeypatch.setattr(avframes, "have_pyav", lambda: False)
     monkeypatch.setattr(cv2, "VideoCapture", CountingCapture)
     CountingCapture.calls = {}
     report = framelib.FrameReport("bomb")
@@ -240,3 +346,20 @@ def test_bind_warning():
     assert bind_warning("localhost", None) is None
     assert "without a token" in bind_warning("0.0.0.0", None)
     assert bind_warning("0.0.0.0", "t") is None
+
+
+def test_named_pipe_reported_as_such(tmp_path, capsys):
+    """Issue 26 (8): a named pipe was reported as 'no such file' (and is never opened:
+    reading one would block)."""
+    import os
+
+    from ensemble_dfd import predict
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="pipe.jpg: a named pipe, not a regular file"):
+        expand_inputs([fifo])
+    assert predict.main([str(fifo), "--run", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {fifo}: a named pipe, not a regular file (only image and video "
+                   "files are read)"]

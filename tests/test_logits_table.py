@@ -12,8 +12,8 @@ import pytest
 
 from ensemble_dfd import report, stack
 from ensemble_dfd.ensemble import saved
-from ensemble_dfd.logits_table import LogitsTableError, check_table, load_table, write_run
-from ensemble_dfd.synthetic_logits import make_store
+from ensemble_dfd.stacking.logits_table import LogitsTableError, check_table, load_table, write_run
+from ensemble_dfd.stacking.synthetic_logits import make_store
 
 NAMES = {"M1": "xception", "M2": "effnet_b4", "M3": "noise"}
 
@@ -43,7 +43,7 @@ def byo(tmp_path_factory) -> tuple[Path, Path]:
 def test_stack_on_a_csv_end_to_end(byo):
     csv, out = byo
     for f in ("logits.parquet", "images.parquet", "imported.json", "stack/comparison.csv",
-              "stack/stack.json", "stack/learners/weighted_vote.joblib"):
+              "stack/stack.json", "stack/learners/weighted_vote.json"):
         assert (out / f).is_file(), f
     df = pd.read_csv(out / "stack" / "comparison.csv")
     assert set(df["split"]) == {"validation_oof", "test"}
@@ -53,7 +53,7 @@ def test_stack_on_a_csv_end_to_end(byo):
     assert (test["n"] == 200).all() and (test["n_groups"] == 40).all()  # groups kept
     info = json.loads((out / "stack" / "stack.json").read_text())
     assert info["best_single"] == "xception"
-    loaded = saved.load_meta_learner(out / "stack" / "learners" / "caruana.joblib",
+    loaded = saved.load_meta_learner(out / "stack" / "learners" / "caruana.json",
                                      list(NAMES.values()))
     assert loaded.models == ["effnet_b4", "noise", "xception"]
     imported = json.loads((out / "imported.json").read_text())
@@ -204,3 +204,53 @@ def test_report_refuses_a_stack_computed_from_another_table(byo, tmp_path, capsy
                         "--overwrite"]) == 2
     assert "computed from another table" in capsys.readouterr().err
     assert (out / "logits.parquet").read_bytes() == before
+
+
+def _dfb_scores(table: pd.DataFrame, model: str) -> pd.DataFrame:
+    """One model's rows as DeepfakeBench's test loop records them: P(fake), label 1 = fake,
+    the frame's path (its parent folder = the video)."""
+    part = table[table["model"] == model]
+    p_fake = 1.0 / (1.0 + np.exp(part["logit"].to_numpy()))  # logit > 0 = Real here
+    return pd.DataFrame({"img_names": "frames/" + part["group"] + "/" + part["path"],
+                         "prob": p_fake, "label": 1 - part["label"], "split": part["split"]})
+
+
+def test_deepfakebench_scores_join_our_table(tmp_path):
+    """--logits-format dfb: DeepfakeBench scores flipped into ours and joined with our own
+    table give the logits and per-video groups the same rows in our format give."""
+    t = _table()
+    t["path"] = "frames/" + t["group"] + "/" + t["path"]
+    ours = tmp_path / "ours.csv"
+    t[t["model"] != "xception"].to_csv(ours, index=False)
+    dfb = tmp_path / "xception.csv"
+    _dfb_scores(_table(), "xception").to_csv(dfb, index=False)
+    joined = load_table([ours, dfb], "val", ["table", "dfb"])
+    plain = tmp_path / "plain.csv"
+    t.to_csv(plain, index=False)
+    direct = load_table(plain, "val")
+    key = ["model", "split", "path"]
+    a = joined.logits.sort_values(key).reset_index(drop=True)
+    b = direct.logits.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a.drop(columns=["logit", "run"]),
+                                  b.drop(columns=["logit", "run"]))
+    assert np.allclose(a["logit"], b["logit"], atol=1e-6)
+    img = joined.images.set_index("path")
+    assert (img["group"] == [p.split("/")[1] for p in img.index]).all()
+    out = tmp_path / "out"
+    assert stack.main(["--logits", str(ours), "--logits", str(dfb), "--logits-format",
+                       "table", "--logits-format", "dfb", "--out", str(out), "--fit-split",
+                       "val", "--bootstrap", "0", "--learners", "soft_vote"]) == 0
+    assert "xception" in set(pd.read_csv(out / "stack" / "comparison.csv")["predictor"])
+
+
+def test_deepfakebench_scores_bad_input(tmp_path, capsys):
+    bad = tmp_path / "s.csv"
+    pd.DataFrame({"img_names": ["a/1.png"], "prob": [1.5], "label": [1],
+                  "split": ["val"]}).to_csv(bad, index=False)
+    assert stack.main(["--logits", str(bad), "--logits-format", "dfb", "--out",
+                       str(tmp_path / "o")]) == 2
+    assert "probability in [0, 1]" in capsys.readouterr().err
+    pd.DataFrame({"x": [1]}).to_csv(bad, index=False)
+    assert stack.main(["--logits", str(bad), "--logits-format", "dfb", "--out",
+                       str(tmp_path / "o")]) == 2
+    assert "no image path column" in capsys.readouterr().err

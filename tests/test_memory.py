@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from ensemble_dfd import memory
+from ensemble_dfd.training import memory
 
-IN_USE = ("import os; from ensemble_dfd import memory; "
+IN_USE = ("import os; from ensemble_dfd.training import memory; "
           "print(memory.allocator_in_use(), os.environ.get('MALLOC_CONF'))")
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-from ensemble_dfd import metrics as M
+from ensemble_dfd.stacking import metrics as M
 
 
 @st.composite

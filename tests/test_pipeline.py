@@ -60,10 +60,13 @@ def test_pipeline_without_data_is_a_clear_error(tmp_path, capsys):
 
 def test_pipeline_config_rejects_unknown_keys(tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[pipeline]\ndataset = "x"\n')
-    with pytest.raises(ConfigError, match="pipeline.dataset"):
-        from ensemble_dfd.config import load_config
+    cfg.write_text('[pipeline]\ndatasets = "x"\n')
+    from ensemble_dfd.config import load_config
 
+    with pytest.raises(ConfigError, match="pipeline.datasets"):
+        load_config(cfg)
+    cfg.write_text('[pipeline]\ndataset = "x"\nroot = "r"\n')
+    with pytest.raises(ConfigError, match="pipeline.dataset: 'x' is no dataset reader"):
         load_config(cfg)
 
 
@@ -111,7 +114,7 @@ class FakeSteps:
         return 0
 
     def _write_split(self, splits: list[str], models: list[str]) -> None:
-        from ensemble_dfd import logits as store
+        from ensemble_dfd.stacking import logits as store
 
         rows = pd.DataFrame([{"run": "r", "model": m, "split": s, "path": f"{s}/{i}.jpg",
                               "label": i % 2, "logit": 0.5} for s in splits for m in models
@@ -273,3 +276,40 @@ wild = {{ videos = "{wild}", every = 120 }}
     wild_rows = store[store["split"] == "wild"]
     assert set(wild_rows["label"]) == {0, 1}
     assert len(store[store["split"] == "test"]) == 2 * 201
+
+
+def test_public_dataset_sets_train_evaluate_and_optional_skips(tmp_path, monkeypatch):
+    """[pipeline] dataset = NAME trains on a download read by its reader; an [evaluate]
+    dataset set is prepared with its reader's flags and collected on its split; an optional
+    one whose root is absent is skipped with a line, a required one stops the run first."""
+    dfdc = tmp_path / "dfdc" / "dfdc_train_part_3"
+    dfdc.mkdir(parents=True)
+    (dfdc / "metadata.json").write_text("{}")
+    run = tmp_path / "run"
+    steps = FakeSteps(run, monkeypatch)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[pipeline]\ndataset = "ffpp"\nroot = "{tmp_path}/ff"\n'
+                   'compression = "c40"\nsplits = "/s"\n[evaluate]\n'
+                   f'dfdc = {{ dataset = "dfdc", root = "{tmp_path}/dfdc", split = "test", '
+                   'part_splits = "test=0-49" }\n'
+                   f'cdf = {{ dataset = "celebdf", root = "{tmp_path}/nope", optional = true }}\n')
+    assert pipeline.main(["--config", str(cfg), "--out", str(run)]) == 0
+    assert steps.names() == ["prepare", "prepare", "base_train", "collect", "stack", "report"]
+    train = steps.calls[0][1]
+    assert train[:9] == ["all", "--dataset", "ffpp", "--root", f"{tmp_path}/ff",
+                         "--compression", "c40", "--splits", "/s"]
+    ev = steps.calls[1][1]
+    assert ev[:7] == ["all", "--dataset", "dfdc", "--root", f"{tmp_path}/dfdc",
+                      "--part-splits", "test=0-49"]
+    collect_argv = steps.calls[3][1]
+    assert collect_argv[collect_argv.index("--split") + 1] == "test"
+    log = (run / "pipeline.log").read_text()
+    assert f"evaluate.cdf skipped (optional, not readable: {tmp_path}/nope: no such folder)" \
+        in log
+    steps.calls.clear()
+    cfg.write_text(cfg.read_text().replace(", optional = true", ""))
+    assert pipeline.main(["--config", str(cfg), "--out", str(tmp_path / "run2")]) == 2
+    assert steps.calls == []
+    cfg.write_text(cfg.read_text().replace(f"{tmp_path}/nope", str(dfdc.parent)))
+    assert pipeline.main(["--config", str(cfg), "--out", str(tmp_path / "run3")]) == 2
+    assert steps.calls == []  # a root that is no Celeb-DF layout: stopped before any step

@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ensemble_dfd import metrics as M
-from ensemble_dfd import power, stack
-from ensemble_dfd.logits import write_store
-from ensemble_dfd.synthetic_logits import make_store
+from ensemble_dfd import stack
+from ensemble_dfd.stacking import metrics as M
+from ensemble_dfd.stacking import power
+from ensemble_dfd.stacking.logits import write_store
+from ensemble_dfd.stacking.synthetic_logits import make_store
 
 G, FRAMES, P_BEST = 150, 2, 0.75
 

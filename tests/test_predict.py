@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import time
 from pathlib import Path
 
 import cv2
@@ -15,7 +16,7 @@ from synthetic_media import make_image, make_video, truncate
 
 from ensemble_dfd import predict
 from ensemble_dfd.config import PrepareConfig
-from ensemble_dfd.verdict import (
+from ensemble_dfd.inference.verdict import (
     InputError,
     RunError,
     aggregate,
@@ -185,8 +186,8 @@ def test_cli_single_model_learner(tiny_run, media, capsys):
 def test_batching_one_model_call_for_all_inputs(tiny_run, media, monkeypatch):
     """Faces of all inputs go through each model in one call, with the same results as
     one input at a time."""
-    from ensemble_dfd import train
-    from ensemble_dfd.verdict import Predictor
+    from ensemble_dfd.inference.verdict import Predictor
+    from ensemble_dfd.training import train
 
     pred = Predictor(tiny_run, faces="as-is")
     items = [(media["crop1"], "image"), (media["crop2"], "image"), (media["video"], "video")]
@@ -280,7 +281,7 @@ def test_wild_videos_one_verdict_each(tiny_run, wild, capsys):
 def test_combiners_are_callables_x_to_z():
     from types import SimpleNamespace
 
-    from ensemble_dfd.verdict import MeanProbability, ModelColumn, SavedLearner
+    from ensemble_dfd.inference.verdict import MeanProbability, ModelColumn, SavedLearner
 
     X = np.array([[2.0, -1.0, 0.5], [-3.0, 0.2, 1.0]])
     p = (1 / (1 + np.exp(-X))).mean(axis=1)
@@ -361,3 +362,63 @@ def test_cli_and_server_both_refuse_a_video_cut_short(tiny_run, tmp_path, capsys
     with TestClient(app, base_url="http://127.0.0.1:8000") as c, cut.open("rb") as fh:
         r = c.post("/api/predict", files={"file": ("cut.avi", fh)})
     assert r.status_code == 422 and "truncated" in r.json()["detail"]
+
+
+def _break_learner(run: Path) -> str:
+    """The run's default learner file replaced by an old-style pickle pair."""
+    from ensemble_dfd.rundir import Run
+
+    name = Run(run).stack.primary or "soft_vote"
+    f = run / "stack" / "learners" / f"{name}.json"
+    doc = json.loads(f.read_text())
+    f.unlink()
+    f.write_text(json.dumps({**doc, "format": 1}))
+    (f.with_suffix(".joblib")).write_bytes(b"\x80\x04pickle")
+    return "a pickled meta-learner"
+
+
+def _break_keras(run: Path) -> str:
+    for d in (run / "models").iterdir():
+        for f in ("model.onnx", "model.onnx.json"):
+            (d / f).unlink(missing_ok=True)
+        (d / "model.keras").unlink()
+        (d / "model.keras").write_bytes(b"PK\x03\x04 not a zip at all")
+    return "cannot be loaded as a Keras model"
+
+
+@pytest.mark.parametrize("breaker", [_break_learner, _break_keras])
+def test_a_tampered_run_is_one_error_line_cli_and_server(tiny_run, media, tmp_path, breaker,
+                                                         capsys):
+    """Issue 26 (5): every load failure of a run's files is one `error:` line, exit 2, for
+    `predict` and `serve` alike (the learner is never unpickled)."""
+    from helpers import link_copy
+
+    from ensemble_dfd import serve
+
+    run = link_copy(tiny_run, tmp_path / "run")
+    words = breaker(run)
+    code, records, err = run_cli([str(media["crop1"]), "--run", str(run)], capsys)
+    assert code == 2 and records == []
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], err
+    assert serve.main(["--run", str(run), "--port", "1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], lines
+
+
+def test_cli_an_image_decode_past_the_timeout_is_bad_input(tiny_run, media, capsys,
+                                                           monkeypatch):
+    """Issue 26: an image decode runs in a worker process killed at the input's deadline
+    (here a worker made to sleep, standing in for a file that decodes for minutes)."""
+    from ensemble_dfd.data import decode_worker
+
+    code, recs, _ = run_cli([str(media["crop1"]), "--run", str(tiny_run)], capsys)
+    assert code == 0 and recs[0]["decoder"] == "worker"
+    monkeypatch.setattr(decode_worker, "TEST_DELAY_S", 30.0)
+    t0 = time.monotonic()
+    code, recs, err = run_cli([str(media["crop1"]), str(media["video"]), "--run",
+                               str(tiny_run), "--timeout", "1"], capsys)
+    assert time.monotonic() - t0 < 20
+    assert code == 2 and [r["status"] for r in recs] == ["bad_input", "ok"]
+    assert recs[0]["error"].endswith("crop1.jpg: image took longer than the limit of 1 s")
+    assert "crop1.jpg" in err

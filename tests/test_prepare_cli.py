@@ -288,3 +288,22 @@ def test_stats_on_nothing(tmp_path, capsys) -> None:
     assert str(tmp_path / "empty") in capsys.readouterr().err
     assert main(["stats", str(tmp_path / "absent")]) == 2
     assert str(tmp_path / "absent") in capsys.readouterr().err
+
+
+def test_a_video_past_the_readers_bounds_is_a_failed_row_not_a_crash(tmp_path, monkeypatch):
+    """The planned reader raises LimitExceeded (a packet index past its bounds): process()
+    must log that video as failed and go on, as it does for an unreadable one (review)."""
+    from ensemble_dfd.config import PrepareConfig
+    from ensemble_dfd.inference.limits import LimitExceeded
+    from ensemble_dfd.prepare import extract
+    from ensemble_dfd.prepare.plan import VideoTask
+
+    def refuse(path, s, report):
+        raise LimitExceeded(f"{path}: needed more than 40 packets for a plan")
+
+    monkeypatch.setattr(extract, "video_frames", refuse)
+    task = VideoTask("odd", 1, "src", "odd", path=str(tmp_path / "odd.mp4"))
+    result = extract.process(task, str(tmp_path / "out"),
+                             extract.settings_from(PrepareConfig(), save_frames=False))
+    assert result["log"]["status"] == "failed"
+    assert "needed more than 40 packets" in result["log"]["error"]

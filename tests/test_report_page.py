@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 from helpers import chrome_driver, link_copy
 
-from ensemble_dfd import power, report, stack
+from ensemble_dfd import report, stack
 from ensemble_dfd.analysis.answers import answers, degradation_answer, evaluation_splits
-from ensemble_dfd.logits import write_store
 from ensemble_dfd.reports.comparison_tables import display_table, table_groups
-from ensemble_dfd.synthetic_logits import make_store
+from ensemble_dfd.stacking import power
+from ensemble_dfd.stacking.logits import write_store
+from ensemble_dfd.stacking.synthetic_logits import make_store
 
 # ---------------------------------------------------------------------------------------
 # planted comparison tables

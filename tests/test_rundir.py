@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ensemble_dfd.logits import write_store
 from ensemble_dfd.rundir import Run, RunError, StackInfo, choose_best_single
 from ensemble_dfd.runio import RunExistsError, staged_dir
-from ensemble_dfd.synthetic_logits import make_store
+from ensemble_dfd.stacking.logits import write_store
+from ensemble_dfd.stacking.synthetic_logits import make_store
 
 
 def test_stack_json_has_one_parser(tmp_path):
@@ -30,7 +30,7 @@ def test_best_single_without_a_stack_uses_the_same_rule(tmp_path):
     logits, images = make_store(n_models=3, sizes={"validation": 200, "test": 50},
                                 strength=[0.2, 0.9, 0.5])
     write_store(tmp_path, logits, images)
-    from ensemble_dfd.logits import logit_matrix, read_store
+    from ensemble_dfd.stacking.logits import logit_matrix, read_store
 
     store = read_store(tmp_path)
     val = logit_matrix(store, "validation")

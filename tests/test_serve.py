@@ -15,13 +15,13 @@ from helpers import write_crop, write_face_video
 from synthetic_media import make_image, make_video, truncate
 
 from ensemble_dfd import predict
-from ensemble_dfd.limits import Limits
+from ensemble_dfd.inference.limits import Limits
 from ensemble_dfd.serve import MiB, create_app
 
 
 @pytest.fixture(scope="module")
 def predictor(tiny_run):
-    from ensemble_dfd.verdict import Predictor
+    from ensemble_dfd.inference.verdict import Predictor
 
     return Predictor(tiny_run)  # the defaults of `predict` (auto faces, mean, auto learner)
 
@@ -302,7 +302,7 @@ def test_foreign_origin_and_host_refused(client, files):
 
 
 def test_bearer_token(tiny_run, predictor, files, uploads):
-    from ensemble_dfd.access import AccessPolicy
+    from ensemble_dfd.inference.access import AccessPolicy
 
     app = create_app(tiny_run, predictor=predictor, tmp_root=uploads,
                      policy=AccessPolicy(token="s3cret"))
@@ -317,11 +317,9 @@ def test_bearer_token(tiny_run, predictor, files, uploads):
 
 
 def test_serve_warns_when_exposed_without_token(tiny_run, capsys, monkeypatch):
-    import uvicorn
-
     from ensemble_dfd import serve
 
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    monkeypatch.setattr(serve, "serve_app", lambda *a, **k: None)
     monkeypatch.setattr(serve, "create_app", lambda *a, **k: None)
     monkeypatch.setattr(serve, "Predictor", lambda *a, **k: None)
     assert serve.main(["--run", str(tiny_run), "--host", "0.0.0.0"]) == 0
@@ -425,8 +423,8 @@ def test_slow_upload_cut_and_busy_refused_before_the_body(live_server, files, up
 def test_work_stops_when_the_client_goes_away(live_server, files, monkeypatch):
     import socket
 
-    from ensemble_dfd.limits import LimitExceeded
-    from ensemble_dfd.verdict import LimitError
+    from ensemble_dfd.inference.limits import LimitExceeded
+    from ensemble_dfd.inference.verdict import LimitError
 
     app, port = live_server
     svc = app.state.service

@@ -13,8 +13,8 @@ import pytest
 
 from ensemble_dfd import stack
 from ensemble_dfd.ensemble import saved
-from ensemble_dfd.logits import write_store
-from ensemble_dfd.synthetic_logits import make_store
+from ensemble_dfd.stacking.logits import write_store
+from ensemble_dfd.stacking.synthetic_logits import make_store
 
 REQUIRED = ["split", "predictor", "kind", "n", "tp", "tn", "fp", "fn", "acc", "tpr", "tnr",
             "ppv", "npv", "f1", "mcc", "auc", "acc_lo", "acc_hi", "auc_lo", "auc_hi", "mcc_lo",
@@ -70,7 +70,7 @@ def test_learners_saved_with_sidecars_and_loadable(done):
     assert side["models"] == ["M1", "M2", "M3", "M4"]
     assert side["fit_split"] == "validation" and side["n"] == 300
     assert "scikit-learn" in side["versions"] and "threshold" in side
-    loaded = saved.load_meta_learner(ldir / "stack_lr.joblib", ["M4", "M3", "M2", "M1", "M9"])
+    loaded = saved.load_meta_learner(ldir / "stack_lr.json", ["M4", "M3", "M2", "M1", "M9"])
     assert loaded.models == ["M1", "M2", "M3", "M4"]
     preds = pd.read_parquet(done / "stack" / "predictions.parquet")
     test = preds[preds.split == "test"]
@@ -83,13 +83,20 @@ def test_learners_saved_with_sidecars_and_loadable(done):
 def test_loader_rejects_missing_models_and_mixed_files(done, tmp_path):
     ldir = done / "stack" / "learners"
     with pytest.raises(saved.MetaLearnerMismatch, match="missing here: M4"):
-        saved.load_meta_learner(ldir / "caruana.joblib", ["M1", "M2", "M3"])
-    mixed = tmp_path / "mixed"
-    mixed.mkdir()
-    (mixed / "x.joblib").write_bytes((ldir / "soft_vote.joblib").read_bytes())
-    (mixed / "x.json").write_text((ldir / "stack_lr.json").read_text())
-    with pytest.raises(saved.MetaLearnerMismatch, match="checksum"):
-        saved.load_meta_learner(mixed / "x.joblib", ["M1", "M2", "M3", "M4"])
+        saved.load_meta_learner(ldir / "caruana.json", ["M1", "M2", "M3"])
+    doc = json.loads((ldir / "stack_lr.json").read_text())
+    doc["models"] = doc["models"][:3]  # the state holds four coefficients
+    (tmp_path / "x.json").write_text(json.dumps(doc))
+    with pytest.raises(saved.MetaLearnerMismatch, match="expects 4 columns"):
+        saved.load_meta_learner(tmp_path / "x.json", ["M1", "M2", "M3", "M4"])
+
+
+def test_learner_files_are_data_not_code(done):
+    ldir = done / "stack" / "learners"
+    assert not list(ldir.glob("*.joblib")) and not list(ldir.glob("*.pkl"))
+    for f in ldir.glob("*.json"):
+        doc = json.loads(f.read_text())
+        assert doc["format"] == 2 and doc["estimator"]["class"] in saved.LEARNER_CLASSES
 
 
 def test_weights_show_useless_model(done):
@@ -109,7 +116,7 @@ def test_refuses_to_overwrite_then_overwrites(done, capsys):
                        "--threshold", "eer", "--overwrite"]) == 0
     df = pd.read_csv(done / "stack" / "comparison.csv")
     assert set(df["predictor"]) == {"M1", "M2", "M3", "M4", "soft_vote"}
-    assert not (done / "stack" / "learners" / "stack_lr.joblib").exists()
+    assert not (done / "stack" / "learners" / "stack_lr.json").exists()
     assert not list(done.glob(".stack*"))
 
 
@@ -218,7 +225,7 @@ def test_missing_store(tmp_path, capsys):
 
 
 def test_module_runs_and_imports_without_tensorflow(tmp_path):
-    code = ("import sys, ensemble_dfd.stack, ensemble_dfd.metrics, ensemble_dfd.ensemble; "
+    code = ("import sys, ensemble_dfd.stack, ensemble_dfd.stacking.metrics, ensemble_dfd.ensemble; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     src = Path(__file__).resolve().parents[1] / "src"
     env = {"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"}
@@ -226,3 +233,36 @@ def test_module_runs_and_imports_without_tensorflow(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ensemble_dfd.stack", "--help"], env=env,
                        capture_output=True, text=True)
     assert r.returncode == 0 and "--threshold" in r.stdout
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d["estimator"].update({"class": "os.system"}), "unknown learner class"),
+    (lambda d: d["estimator"]["params"].update({"__class__": "x"}), "do not fit"),
+    (lambda d: d["estimator"]["state"].update({"__dict__": 1}), "not a fitted attribute"),
+    (lambda d: d["estimator"]["state"].update({"weights_": {"py/object": "os.system"}}),
+     "not a saved array"),
+    (lambda d: d["estimator"]["state"].pop("weights_"), "incomplete"),
+    (lambda d: d.update({"format": 1}), "pickled meta-learner .* not loaded"),
+])
+def test_edited_learner_files_are_refused_as_data(done, tmp_path, edit, match):
+    """Issue 26 (5): a learner file is data; whatever is edited into it is refused, never
+    imported or run."""
+    # soft_vote: the learner every stack writes (an earlier test re-stacks with it alone)
+    doc = json.loads((done / "stack" / "learners" / "soft_vote.json").read_text())
+    edit(doc)
+    (tmp_path / "x.json").write_text(json.dumps(doc))
+    with pytest.raises(saved.MetaLearnerMismatch, match=match):
+        saved.load_meta_learner(tmp_path / "x.json", ["M1", "M2", "M3", "M4"])
+
+
+def test_an_old_pickled_learner_is_never_unpickled(tmp_path):
+    import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, (f"open({str(tmp_path / 'ran')!r}, 'w').write('ran')",))
+
+    (tmp_path / "old.joblib").write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(saved.MetaLearnerMismatch, match="old.joblib: a pickled meta-learner"):
+        saved.load_meta_learner(tmp_path / "old.joblib", ["M1"])
+    assert saved.saved_names(tmp_path) == ["old"] and not (tmp_path / "ran").exists()

@@ -112,10 +112,13 @@ def test_load_split_streams_the_pixels_in_memory_would_hold(synthetic_dataset):
     from ensemble_dfd.config import load_config
     from ensemble_dfd.data.dataset import load_dataset
     from ensemble_dfd.data.stream import ImageSplit, read_batch
+    from ensemble_dfd.training.plan import plan_model
 
     df = load_dataset(synthetic_dataset)
-    streamed, y1 = load_split(df, load_config(), "train", 24)
-    arrays, y2 = load_split(df, load_config(None, {"data": {"in_memory": True}}), "train", 24)
+    streamed, y1 = load_split(df, plan_model(load_config(None, {"data": {"image_size": 32}}),
+                                             "M6"), "train")
+    arrays, y2 = load_split(df, plan_model(load_config(None, {"data": {
+        "image_size": 32, "in_memory": True}}), "M6"), "train")
     assert isinstance(streamed, ImageSplit) and isinstance(arrays, np.ndarray)
     np.testing.assert_array_equal(y1, y2)
     x, y = read_batch(streamed, np.arange(len(streamed)))
@@ -124,7 +127,7 @@ def test_load_split_streams_the_pixels_in_memory_would_hold(synthetic_dataset):
 
 
 def test_memory_readings():
-    from ensemble_dfd import memory
+    from ensemble_dfd.training import memory
 
     memory.release()
     memory.reset_peak()
@@ -143,7 +146,7 @@ def test_run_records_peak_rss_and_collect_without_cache_agrees(tiny_run, synthet
     import pandas as pd
 
     from ensemble_dfd.collect import collect
-    from ensemble_dfd.logits import LOGITS_FILE
+    from ensemble_dfd.stacking.logits import LOGITS_FILE
 
     for ref in ("M6", "M2"):
         done = json.loads((tiny_run / "models" / ref / "done.json").read_text())

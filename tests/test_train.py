@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 from conftest import TINY_TRAIN as TINY
 
-from ensemble_dfd import base_train, collect, logits
+from ensemble_dfd import base_train, collect
 from ensemble_dfd.data.synthetic import make_dataset
+from ensemble_dfd.stacking import logits
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +57,14 @@ def test_outputs_agree(trained):
     test_acc = float(((store.query("split == 'test'")["logit"] > 0)
                       == (store.query("split == 'test'")["label"] == 1)).mean())
     assert summary.loc[0, "test_acc"] == pytest.approx(test_acc)
-    from ensemble_dfd import memory
-    from ensemble_dfd.artifacts import can_export, fresh_artifact
+    from ensemble_dfd.artifacts import can_export
+    from ensemble_dfd.training import memory
+    from ensemble_dfd.training.modeldir import ModelDir
 
     done = json.loads((m / "done.json").read_text())  # the child got train.allocator's malloc
     assert done["allocator"] == ("jemalloc" if memory.allocator_library("auto") else "system")
     if can_export():  # exported after training; collect then ran it, not Keras
-        assert fresh_artifact(m / "model.keras") is not None
+        assert ModelDir(m).fresh_artifact() == m / "model.onnx"
         assert done["export_peak_rss_mb"] > 0 and done["export_allocator"] == "system"
         assert json.loads((m / "model.onnx.json").read_text())["check"].endswith(" faces")
         assert "collect M6 (onnx)" in (trained / "base_train.log").read_text()
@@ -144,8 +146,8 @@ def test_predict_logits_pads_partial_batches_without_changing_results():
     """Padding the last batch must not change any logit (inference mode, no batch stats)."""
     import numpy as np
 
-    from ensemble_dfd import backbones
-    from ensemble_dfd.train import predict_logits
+    from ensemble_dfd.training import backbones
+    from ensemble_dfd.training.train import predict_logits
 
     model, _ = backbones.build_model(backbones.get("M6"), 32, "none", freeze_base=False)
     x = np.random.default_rng(0).integers(0, 256, (11, 32, 32, 3), dtype=np.uint8)
@@ -159,8 +161,8 @@ def test_predict_logits_pads_partial_batches_without_changing_results():
 
 def test_phase_two_keeps_compiled_steps_when_only_the_rate_changes():
     """Same optimizer and nothing frozen: assign the rate, keep the optimizer (no retrace)."""
-    from ensemble_dfd import backbones
-    from ensemble_dfd.train import compile_model, start_phase_two
+    from ensemble_dfd.training import backbones
+    from ensemble_dfd.training.train import compile_model, start_phase_two
 
     model, base = backbones.build_model(backbones.get("M6"), 32, "none", freeze_base=False)
     compile_model(model, "adam", 1e-3)
@@ -184,7 +186,7 @@ def test_save_model_streams_the_weights_and_loads_as_keras_does(tmp_path, monkey
     import numpy as np
     from keras.src.saving import saving_lib
 
-    from ensemble_dfd.train import load_model, save_model
+    from ensemble_dfd.training.train import load_model, save_model
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)])
     model.compile("adam", "mse")
@@ -216,7 +218,7 @@ def test_flat_step_functions_train_as_keras_own_steps():
     import keras
     import numpy as np
 
-    from ensemble_dfd.train import compile_model
+    from ensemble_dfd.training.train import compile_model
 
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the flat step functions are TensorFlow's")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from ensemble_dfd import backbones, tune
+from ensemble_dfd.training import backbones, tune
 
 # the study's schedule (base frozen in phase 1, the tuned values in phase 2), minimal
 TINY = ["--image-size", "32", "--weights", "none", "--epochs-frozen", "1",
@@ -72,7 +72,7 @@ def test_tune_end_to_end(backend, synthetic_dataset, tmp_path):
     history = pd.read_csv(run / "models" / "M2" / "history.csv")
     assert history["phase"].tolist() == [1, 2]
     assert history["lr"].iloc[1] == pytest.approx(best["lr_finetune"])
-    from ensemble_dfd.train import load_model
+    from ensemble_dfd.training.train import load_model
 
     model = load_model(run / "models" / "M2" / "model.keras")
     assert model.get_layer("dropout").rate == pytest.approx(best["dropout"])

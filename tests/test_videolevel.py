@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ensemble_dfd import metrics as M
 from ensemble_dfd import stack
-from ensemble_dfd import videolevel as V
-from ensemble_dfd.comparison import SplitScores, evaluate_split
-from ensemble_dfd.logits import write_store
-from ensemble_dfd.synthetic_logits import make_store
+from ensemble_dfd.stacking import metrics as M
+from ensemble_dfd.stacking import videolevel as V
+from ensemble_dfd.stacking.comparison import SplitScores, evaluate_split
+from ensemble_dfd.stacking.logits import write_store
+from ensemble_dfd.stacking.synthetic_logits import make_store
 
 
 def _toy() -> SplitScores:
@@ -108,8 +108,9 @@ def test_planted_source_difference_and_new_files(tmp_path):
         run / "stack" / "comparison.md").read_text()
     assert claims["headline"] in (run / "stack" / "comparison.md").read_text()
     cross = pd.read_csv(run / "stack" / "cross_dataset.csv")
-    assert list(cross.columns) == ["train_set", "eval_set", "level", "predictor", "n",
-                                   "n_groups", "auc", "auc_lo", "auc_hi"]
+    assert list(cross.columns) == ["train_set", "eval_set", "level", "source", "predictor",
+                                   "n", "n_groups", "auc", "auc_lo", "auc_hi"]
+    assert {"all", "A", "B"} <= set(cross.source)  # per-source (per-method) rows too
     assert set(cross.train_set) == {"dfd-mini"} and set(cross.eval_set) == {"test"}
     assert set(cross.level) == {"frame", "video"}
     assert set(cross.predictor) == {claims["best_single"], "soft_vote", "stack_lr"}

@@ -5,13 +5,14 @@ process that loads ten ONNX sessions needs neither TensorFlow nor Keras, so the 
 drops from TF import + Keras deserialisation + first-call tracing to a fraction of a second
 per model, and there is no per-shape tracing at all (a dynamic batch dimension).
 
-Layout: ``RUN/models/<ref>/model.onnx`` beside ``model.keras``, and ``model.onnx.json`` with
-the Keras file's size and mtime (a retrained model makes the artifact stale: it is then
-ignored) and the largest logit difference to Keras measured at export.
+Layout: the artifact sits in the model's folder (``training.modeldir.ModelDir``: its
+``onnx_file`` beside the Keras file, and an info record with the Keras file's size and mtime,
+so that a retrained model makes the artifact stale: it is then ignored, and the largest logit
+difference to Keras measured at export, and the artifact's sha256:
+the loader refuses an artifact whose bytes no longer match it).
 
-``load_for_inference`` returns the ONNX session when a fresh artifact and onnxruntime are
-present, else the Keras model (the fallback); both answer ``predict_on_batch`` and
-``input_shape``, which is all ``train.predict_batches`` and ``verdict.Predictor`` use.
+Loading for scoring (the fresh artifact under ONNX Runtime, else Keras) is
+``inference.loader``'s; this module only makes and checks artifacts.
 
 ``python -m ensemble_dfd.artifacts --run RUN [--data DIR] [--models M1,M2] [--overwrite]``
 exports the models of an existing run (base_train exports each model after training:
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
-import json
 import os
 import sys
 import time
@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 
 from ensemble_dfd.errors import UserError
-from ensemble_dfd.memory import release
+from ensemble_dfd.inference.loader import ArtifactError, OnnxModel, load_keras
+from ensemble_dfd.training.memory import release
+from ensemble_dfd.training.modeldir import ModelDir
 
-ONNX_FILE = "model.onnx"
-INFO_FILE = "model.onnx.json"
 # An artifact is kept when its logits differ from Keras' by at most tol * max(1, |z|) on
 # the check's images: real faces where the export is given some (after training: the
 # model's validation faces; the CLI: --data), tol = TOLERANCE, the figure tested on dfd-mini
@@ -51,76 +51,6 @@ NOISE_TOLERANCE = 1e-3
 CHECK_FACES = 16  # validation faces the check after training uses
 
 
-class ArtifactError(UserError, ValueError):
-    """An export whose logits differ from the Keras model's, or that cannot be made."""
-
-
-def _stamp(model_path: Path) -> dict[str, int]:
-    st = model_path.stat()
-    return {"keras_size": st.st_size, "keras_mtime_ns": st.st_mtime_ns}
-
-
-def artifact_path(model_path: str | Path) -> Path:
-    return Path(model_path).with_name(ONNX_FILE)
-
-
-def fresh_artifact(model_path: str | Path) -> Path | None:
-    """The ONNX file of a Keras model file if it exists and was made from this very file."""
-    model_path = Path(model_path)
-    onnx, info = artifact_path(model_path), model_path.with_name(INFO_FILE)
-    if not (onnx.is_file() and info.is_file()):
-        return None
-    try:
-        meta = json.loads(info.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    stamp = _stamp(model_path)
-    if any(meta.get(k) != v for k, v in stamp.items()):
-        return None
-    return onnx
-
-
-class OnnxModel:
-    """An ONNX Runtime session with the two members of a Keras model that inference uses."""
-
-    def __init__(self, path: str | Path, threads: int = 0):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3  # errors only
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), opts,
-                                            providers=["CPUExecutionProvider"])
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
-        self.dtype = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32}.get(
-            inp.type, np.float32)
-
-    def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.asarray(batch, self.dtype)})[0]
-
-
-def load_for_inference(model_path: str | Path, prefer: str = "onnx") -> tuple[Any, str]:
-    """(model, backend): the fresh ONNX artifact under ONNX Runtime, else the Keras model."""
-    if prefer == "onnx":
-        onnx = fresh_artifact(model_path)
-        if onnx is not None:
-            try:
-                return OnnxModel(onnx), "onnx"
-            except ImportError:
-                pass
-    return load_keras(model_path), "keras"
-
-
-def load_keras(model_path: str | Path) -> Any:
-    """The Keras model for inference only: no optimizer state (``compile=False``), which
-    halves what a trained model file costs in memory and load time."""
-    from ensemble_dfd.train import load_model  # TensorFlow is imported here
-
-    return load_model(model_path, compile=False)
 
 
 def check_images(size: int, images: np.ndarray | None = None, n: int = 8,
@@ -242,21 +172,20 @@ def _bounded_tf2onnx() -> None:
     Graph.update_proto = graph_update_proto
 
 
-def export_model(model_path: str | Path, overwrite: bool = False,
+def export_model(model_dir: ModelDir, overwrite: bool = False,
                  faces: Any = None) -> dict[str, Any]:
-    """Export one Keras model file to ONNX beside it, check it, and record the check.
+    """Export one trained model to ONNX beside its Keras file, check it, and record the
+    check (returns the record; a fresh artifact is kept unless `overwrite`).
 
     `faces(size)` returns uint8 face images at the model's input size for the check (real
     faces: TOLERANCE), else noise is used (NOISE_TOLERANCE). Raises ArtifactError when the
     artifact's logits differ by more than that.
     """
-    model_path = Path(model_path)
-    out = artifact_path(model_path)
-    if not overwrite and fresh_artifact(model_path) is not None:
-        return json.loads(model_path.with_name(INFO_FILE).read_text())
+    if not overwrite and model_dir.fresh_artifact() is not None:
+        return model_dir.artifact_info()
     import keras
 
-    model = load_keras(model_path)
+    model = load_keras(model_dir.model_file)
     size = int(model.input_shape[1])
     given = faces(size) if faces is not None else None
     tol, check = ((TOLERANCE, f"{len(given)} faces") if given is not None and len(given)
@@ -267,20 +196,18 @@ def export_model(model_path: str | Path, overwrite: bool = False,
     frozen = freeze(model, size)
     del model  # not needed to convert: its weights are in the frozen graph
     keras.backend.clear_session()
-    tmp = out.with_suffix(".onnx.tmp")
+    tmp = model_dir.onnx_tmp_file
     convert(frozen, tmp)
     seconds = time.perf_counter() - t0
     diff, rel = logit_diffs(z_keras, logits_of(OnnxModel(tmp), images))
     if not rel <= tol:
         tmp.unlink(missing_ok=True)
-        raise ArtifactError(f"{model_path}: ONNX logits differ from Keras by {diff:.2e} on "
-                            f"{check} ({rel:.1e} of the logit > {tol:g}); not kept")
-    os.replace(tmp, out)
-    info = {**_stamp(model_path), "format": "onnx", "input_size": size, "check": check,
-            "max_abs_logit_diff": diff, "max_rel_logit_diff": rel,
-            "export_seconds": round(seconds, 2)}
-    model_path.with_name(INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    return info
+        raise ArtifactError(f"{model_dir.model_file}: ONNX logits differ from Keras by "
+                            f"{diff:.2e} on {check} ({rel:.1e} of the logit > {tol:g}); "
+                            "not kept")
+    return model_dir.keep_artifact(tmp, {
+        "format": "onnx", "input_size": size, "check": check, "max_abs_logit_diff": diff,
+        "max_rel_logit_diff": rel, "export_seconds": round(seconds, 2)})
 
 
 def can_export() -> bool:
@@ -308,17 +235,17 @@ def face_sampler(data: str | Path) -> Any:
     return spread_faces(df["file"].tolist())
 
 
-def _kept(ref: str, model_path: Path, info: dict[str, Any]) -> str:
-    return (f"{ref}: {artifact_path(model_path)} (max |logit diff| to Keras on "
+def _kept(model_dir: ModelDir, info: dict[str, Any]) -> str:
+    return (f"{model_dir.ref}: {model_dir.onnx_file} (max |logit diff| to Keras on "
             f"{info.get('check', 'noise')} {info['max_abs_logit_diff']:.1e}, "
             f"{info['export_seconds']:.0f} s)")
 
 
-def export_after_training(model_path: Path, log=print, faces: Any = None
+def export_after_training(model_dir: ModelDir, log=print, faces: Any = None
                           ) -> dict[str, Any] | None:
     """Export a just-trained model where the infer extra is installed; a model whose
     artifact fails its check is logged and keeps Keras (returns None then)."""
-    ref = model_path.parent.name
+    ref = model_dir.ref
     if not can_export():
         log(f"{ref}: no ONNX artifact (tf2onnx/onnxruntime absent: pip install -e '.[infer]');"
             " collect, predict and serve use Keras")
@@ -331,11 +258,11 @@ def export_after_training(model_path: Path, log=print, faces: Any = None
             "it there); collect, predict and serve use Keras")
         return None
     try:
-        info = export_model(model_path, faces=faces)
+        info = export_model(model_dir, faces=faces)
     except ArtifactError as exc:
         log(f"{ref}: {exc}; collect, predict and serve use Keras for it")
         return None
-    log(_kept(ref, model_path, info))
+    log(_kept(model_dir, info))
     return info
 
 
@@ -350,9 +277,9 @@ def export_run(run_dir: str | Path, refs: Sequence[str] | None = None,
 
     faces = face_sampler(data) if data is not None else None
     done, failed = {}, []
-    for ref, path in trained_models(Path(run_dir), list(refs) if refs else None).items():
+    for ref, model_dir in trained_models(Path(run_dir), list(refs) if refs else None).items():
         try:
-            info = export_model(path, overwrite, faces)
+            info = export_model(model_dir, overwrite, faces)
         except ArtifactError as exc:  # the others are still exported; Keras stays its fallback
             log(f"{ref}: {exc}")
             failed.append(ref)
@@ -360,7 +287,7 @@ def export_run(run_dir: str | Path, refs: Sequence[str] | None = None,
         finally:  # each model's graphs go before the next model is converted
             keras.backend.clear_session()
             release()
-        log(_kept(ref, path, info))
+        log(_kept(model_dir, info))
         done[ref] = info
     if failed:
         raise ArtifactError(f"{run_dir}: no artifact for {', '.join(failed)} (see above); "
@@ -380,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"instead of on noise ({NOISE_TOLERANCE:g} of the logit)")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from ensemble_dfd.logits import StoreError
+    from ensemble_dfd.stacking.logits import StoreError
 
     try:
         export_run(args.run, args.models.split(",") if args.models else None, args.overwrite,

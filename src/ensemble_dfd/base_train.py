@@ -3,10 +3,12 @@
 python -m ensemble_dfd.base_train --data DATASET_DIR --out RUN_DIR [--config FILE]
     [--models M6,M8] [--image-size S] [--epochs-frozen N] [--epochs-finetune N]
     [--weights imagenet|none|DIR] [--limit N] [--tune] [--no-collect]
+    [--dask-workers N | --scheduler ADDRESS] [--gpus-per-model K]
 
 Finished models are skipped and interrupted ones resume, so the same command can be rerun,
 and different --models can be trained on different machines into copies of one run folder
-whose models/<ref>/ folders are then merged.
+whose models/<ref>/ folders are then merged. With --dask-workers/--scheduler each model is
+one task on a Dask cluster (ensemble_dfd.training.cluster).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from ensemble_dfd import backbones, memory
 from ensemble_dfd.cli_common import (
     add_config_args,
     make_logger,
@@ -32,12 +33,18 @@ from ensemble_dfd.cli_common import (
     resolve_config,
     run_main,
 )
-from ensemble_dfd.config import ConfigError, RunConfig, for_model
+from ensemble_dfd.config import DataConfig, RunConfig
 from ensemble_dfd.data.dataset import load_dataset, select
 from ensemble_dfd.data.images import load_images
 from ensemble_dfd.data.stream import ImageSplit, image_split
+from ensemble_dfd.prepare.recipe import run_config_for
 from ensemble_dfd.reports.training import accuracy_table, markdown, plot_curves
-from ensemble_dfd.runio import environment, read_json, write_json, write_text
+from ensemble_dfd.runio import environment, write_json, write_text
+from ensemble_dfd.training import backbones, memory
+from ensemble_dfd.training.cluster import ClusterTarget, add_cluster_args, target_from_args
+from ensemble_dfd.training.modeldir import ModelDir
+from ensemble_dfd.training.plan import ModelPlan, plan_models
+from ensemble_dfd.training.tracking import TB_DIR, ModelTracker
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-collect", action="store_true", help="skip logit collection")
     p.add_argument("--overwrite", action="store_true",
                    help="retrain models that finished and replace their logits")
+    add_cluster_args(p)
     return p
 
 
@@ -71,51 +79,35 @@ def config_flags(args: argparse.Namespace) -> dict[str, object]:
             "train.mixed_precision": args.mixed_precision}
 
 
-def split_rows(df: pd.DataFrame, cfg: RunConfig, split: str) -> pd.DataFrame:
+def split_rows(df: pd.DataFrame, data: DataConfig, seed: int, split: str) -> pd.DataFrame:
     """The rows of one split that the run uses (its per-split limit, seeded)."""
-    return select(df, split, cfg.data.limit_per_split.get(split, cfg.data.limit), cfg.seed)
+    return select(df, split, data.limit_per_split.get(split, data.limit), seed)
 
 
-def load_split(df: pd.DataFrame, cfg: RunConfig, split: str, size: int,
+def load_split(df: pd.DataFrame, plan: ModelPlan, split: str,
                cache: dict | None = None) -> tuple:
-    """(images, labels) of one split at one size.
+    """(images, labels) of one split at the planned model's input size.
 
     By default the images stay on disk: an ImageSplit that training streams in shuffled,
     prefetched uint8 batches, so memory does not grow with the dataset. With
     ``data.in_memory`` they are decoded once per process into one uint8 array, kept in
     `cache` for the next model at the same size.
     """
-    part = split_rows(df, cfg, split)
+    part = split_rows(df, plan.data, plan.seed, split)
     labels = part["label"].to_numpy()
-    if not cfg.data.in_memory:
+    size = plan.image_size
+    if not plan.data.in_memory:
         return image_split(part["file"].tolist(), labels, size), labels
     cache = {} if cache is None else cache
     key = (split, size)
     if key not in cache:
-        cache[key] = (load_images(part["file"].tolist(), size, cfg.data.workers), labels)
+        cache[key] = (load_images(part["file"].tolist(), size, plan.data.workers), labels)
     return cache[key]
-
-
-def checked_refs(cfg: RunConfig) -> list[str]:
-    """The configured model refs, each known and given an image size it accepts."""
-    from ensemble_dfd.train import image_size_for
-
-    try:
-        refs = backbones.resolve_refs(cfg.train.models)
-    except KeyError as exc:
-        raise ConfigError(f"train.models: {exc.args[0]}") from None
-    for ref in refs:
-        bb = backbones.get(ref)
-        size = image_size_for(bb, cfg) or bb.input_size
-        if size < bb.min_size:
-            raise ConfigError(f"data.image_size: {ref} {bb.name} needs inputs of at least "
-                              f"{bb.min_size} px, got {size}")
-    return refs
 
 
 def decoded(data):
     """The same TrainData with streamed ImageSplits decoded into arrays (for the tuner)."""
-    from ensemble_dfd.train import TrainData
+    from ensemble_dfd.training.train import TrainData
 
     def arr(x):
         return load_images(list(x.files), x.size) if isinstance(x, ImageSplit) else x
@@ -123,72 +115,70 @@ def decoded(data):
     return TrainData(arr(data.x_train), data.y_train, arr(data.x_val), data.y_val)
 
 
-def record_memory(out: Path, summary: dict, log=print) -> dict:
-    """Add this model's peak and final RSS to its done.json (when it trained here)."""
+def record_memory(model_dir: ModelDir, summary: dict, log=print) -> dict:
+    """Add this model's peak and final RSS to its finished record (when it trained here)."""
     peak, now, malloc = memory.peak_rss_mb(), memory.rss_mb(), memory.allocator_in_use()
-    log(f"{summary.get('ref', out.name)} memory: peak RSS {peak:.0f} MB while training, "
-        f"{now:.0f} MB after ({malloc} malloc)")
+    log(f"{summary.get('ref', model_dir.ref)} memory: peak RSS {peak:.0f} MB while "
+        f"training, {now:.0f} MB after ({malloc} malloc)")
     if "peak_rss_mb" not in summary:
-        summary = {**summary, "peak_rss_mb": peak, "rss_mb_after": now, "allocator": malloc}
-        write_json(out / "done.json", summary)
+        summary = model_dir.update_summary(peak_rss_mb=peak, rss_mb_after=now,
+                                           allocator=malloc)
     return summary
 
 
-def export_trained(ref: str, cfg: RunConfig, data: Path, run_dir: Path, log=print) -> dict:
+def export_trained(plan: ModelPlan, data: Path, run_dir: Path, log=print) -> dict:
     """The finished model's ONNX artifact beside it (unless a fresh one exists), checked on
-    its validation faces; the export's peak RSS goes to done.json (export_peak_rss_mb).
+    its validation faces; the export's peak RSS goes to its record (export_peak_rss_mb).
     Runs in a process of its own by default: after training, the trainer's heap would
     carry over (ResNet152V2: 6.2 GB exporting there vs 3.4 GB training)."""
-    from ensemble_dfd.artifacts import export_after_training, fresh_artifact, spread_faces
-    from ensemble_dfd.train import MODEL_FILE
+    from ensemble_dfd.artifacts import export_after_training, spread_faces
 
-    out = run_dir / "models" / ref
-    summary = read_json(out / "done.json")
-    if fresh_artifact(out / MODEL_FILE) is not None:
-        return summary
+    model_dir = ModelDir.of(run_dir, plan.ref)
+    if model_dir.fresh_artifact() is not None:
+        return model_dir.summary()
     memory.release()
     memory.reset_peak()
-    files = split_rows(load_dataset(data), cfg, cfg.data.validation_split)["file"].tolist()
-    if export_after_training(out / MODEL_FILE, log, spread_faces(files)) is not None:
-        summary = {**summary, "export_peak_rss_mb": memory.peak_rss_mb(),
-                   "export_allocator": memory.allocator_in_use()}
-        write_json(out / "done.json", summary)
-    return summary
+    rows = split_rows(load_dataset(data), plan.data, plan.seed, plan.data.validation_split)
+    if export_after_training(model_dir, log, spread_faces(rows["file"].tolist())) is not None:
+        return model_dir.update_summary(export_peak_rss_mb=memory.peak_rss_mb(),
+                                        export_allocator=memory.allocator_in_use())
+    return model_dir.summary()
 
 
-def train_model(ref: str, cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False,
+def train_model(plan: ModelPlan, data: Path, run_dir: Path, overwrite: bool = False,
                 tune: bool = False, log=print, cache: dict | None = None) -> dict:
-    """Train (or resume, or skip when finished) one model; return its done.json summary.
-    Runs in the process that trains (a spawned child by default), so the per-process set-up
-    (JAX's compilation cache) happens here."""
-    from ensemble_dfd import accel
-    from ensemble_dfd.train import TrainData, image_size_for, train_one
+    """Train (or resume, or skip when finished) one planned model into
+    its ModelDir; return its summary (the finished record). Runs in the process that trains
+    (a spawned child by default), so the per-process set-up (JAX's compilation cache)
+    happens here."""
+    from ensemble_dfd.training import accel
+    from ensemble_dfd.training.train import TrainData, train_one
 
-    bb = backbones.get(ref)
-    out = run_dir / "models" / ref
-    if overwrite and out.exists():
-        for f in ("done.json", "state.json", "checkpoint.keras", "history.csv"):
-            (out / f).unlink(missing_ok=True)
-    size = image_size_for(bb, cfg)
+    model_dir = ModelDir.of(run_dir, plan.ref)
+    if not model_dir.begin(overwrite):
+        log(f"{plan.ref}: finished earlier, skipping ({model_dir.done_file})")
+        return model_dir.summary()
     accel.enable_compile_cache()  # JAX: a rerun or resumed run does not compile again
     memory.release()
     memory.reset_peak()
-    log(f"{ref}: RSS {memory.rss_mb():.0f} MB before loading its data")
+    log(f"{plan.ref}: RSS {memory.rss_mb():.0f} MB before loading its data")
     df = load_dataset(data)
-    xt, yt = load_split(df, cfg, cfg.data.train_split, size, cache)
-    xv, yv = load_split(df, cfg, cfg.data.validation_split, size, cache)
-    data_arrays = TrainData(xt, yt, xv, yv)
-    hparams = None
+    xt, yt = load_split(df, plan, plan.data.train_split, cache)
+    xv, yv = load_split(df, plan, plan.data.validation_split, cache)
+    arrays = TrainData(xt, yt, xv, yv)
     if tune:
-        from ensemble_dfd.tune import tune_model
+        from ensemble_dfd.training.tune import tune_model
 
-        hparams = tune_model(bb, cfg, decoded(data_arrays), out / "tuning", log)
-    log(f"{ref} {bb.name}: {len(xt)} train / {len(xv)} validation images at {size} px")
-    summary = record_memory(out, train_one(bb, cfg, data_arrays, out, log, hparams), log)
-    history = pd.read_csv(out / "history.csv")
-    plot_curves(history, out / "curves.png", f"{ref} {bb.name}")
+        plan = plan.tuned(tune_model(plan, decoded(arrays), model_dir, log))
+    log(f"{plan.ref} {plan.name}: {len(xt)} train / {len(xv)} validation images at "
+        f"{plan.image_size} px")
+    tracker = ModelTracker(run_dir / TB_DIR, plan.ref, plan.train.tracking, log)
+    summary = record_memory(model_dir, train_one(plan, arrays, model_dir, log,
+                                                 tracker=tracker), log)
+    history = model_dir.history()
+    plot_curves(history, model_dir.curves_file, f"{plan.ref} {plan.name}")
     h = history.iloc[-1]
-    log(f"{ref} done: train acc {h['accuracy']:.4f}, val acc {h['val_accuracy']:.4f}")
+    log(f"{plan.ref} done: train acc {h['accuracy']:.4f}, val acc {h['val_accuracy']:.4f}")
     return summary
 
 
@@ -203,23 +193,23 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _train_in_child(ref: str, cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool,
+def _train_in_child(plan: ModelPlan, data: Path, run_dir: Path, overwrite: bool,
                     tune: bool, parent: int) -> dict:
     """train_model in a fresh process (spawned): its memory all goes back when it exits."""
-    from ensemble_dfd import accel
+    from ensemble_dfd.training import accel
 
     _die_with_parent(parent)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    accel.set_precision(cfg.train.mixed_precision)
-    return train_model(ref, cfg, data, run_dir, overwrite, tune,
+    accel.set_precision(plan.train.mixed_precision)
+    return train_model(plan, data, run_dir, overwrite, tune,
                        make_logger(run_dir / "base_train.log"))
 
 
-def _export_in_child(ref: str, cfg: RunConfig, data: Path, run_dir: Path, parent: int) -> dict:
+def _export_in_child(plan: ModelPlan, data: Path, run_dir: Path, parent: int) -> dict:
     """export_trained in a fresh process (spawned), as training is."""
     _die_with_parent(parent)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return export_trained(ref, cfg, data, run_dir, make_logger(run_dir / "base_train.log"))
+    return export_trained(plan, data, run_dir, make_logger(run_dir / "base_train.log"))
 
 
 def _in_child(fn, *args, malloc: str | None = None):
@@ -230,20 +220,10 @@ def _in_child(fn, *args, malloc: str | None = None):
         return child.submit(fn, *args, os.getpid()).result()
 
 
-def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False,
-              tune: bool = False, log=print) -> dict[str, dict]:
-    """Train every configured model (skipping finished ones); return their summaries.
+def record_device(cfg: RunConfig, run_dir: Path, plans: list[ModelPlan], log=print) -> None:
+    """Set the process-wide switches (oneDNN, precision) and record the device in env.json."""
+    from ensemble_dfd.training import accel
 
-    With ``train.process_per_model`` (the default) each model trains in its own spawned
-    process. In one process, memory grew from model to model although each one's graph
-    was cleared (TensorFlow keeps allocator and runtime caches; the ten-model CPU profile
-    peaked at 13.3 GB): a child's memory is all returned when it exits, so the run's
-    peak is that of its largest model.
-    """
-    from ensemble_dfd import accel
-    from ensemble_dfd.train import image_size_for
-
-    refs = checked_refs(cfg)
     late = accel.set_onednn(cfg.train.onednn)  # before TensorFlow loads, here and in children
     if late:
         log(f"warning: {late}")
@@ -252,52 +232,75 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
     write_json(run_dir / "env.json", environment({**device, "dtype_policy": policy,
                                                   "onednn": cfg.train.onednn}))
     log(f"device {device['device']} ({device['keras_backend']}), policy {policy}, "
-        f"models {','.join(refs)}")
-    if cfg.train.weights.lower() != "none":  # fail at once, not after hours of training
-        for ref in refs:
-            bb = backbones.get(ref)
-            backbones.build_base(bb, image_size_for(bb, cfg), cfg.train.weights)
-    export = cfg.train.export == "onnx"
-    if not cfg.train.process_per_model:
-        cache: dict = {}
-        summaries = {}
-        for ref in refs:
-            summaries[ref] = train_model(ref, cfg, data, run_dir, overwrite, tune, log, cache)
-            import keras
+        f"models {','.join(p.ref for p in plans)}")
 
-            keras.backend.clear_session()
-            memory.release()
-            if export:
-                summaries[ref] = export_trained(ref, cfg, data, run_dir, log)
-        return summaries
+
+def check_weights(plans: list[ModelPlan]) -> None:
+    """Each model's pretrained weights load (fail at once, not after hours of training)."""
+    for plan in plans:
+        if plan.train.weights.lower() != "none":
+            backbones.build_base(plan.backbone, plan.image_size, plan.train.weights)
+
+
+def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False,
+              tune: bool = False, log=print,
+              cluster: ClusterTarget | None = None) -> dict[str, dict]:
+    """Train every configured model (skipping finished ones); return their summaries.
+
+    With ``train.process_per_model`` (the default) each model trains in its own spawned
+    process. In one process, memory grew from model to model although each one's graph
+    was cleared (TensorFlow keeps allocator and runtime caches; the ten-model CPU profile
+    peaked at 13.3 GB): a child's memory is all returned when it exits, so the run's
+    peak is that of its largest model. With a `cluster`, each model is one Dask task
+    (training.cluster), trained in a child process on its worker.
+    """
+    plans = plan_models(cfg)
+    record_device(cfg, run_dir, plans, log)
+    check_weights(plans)
+    if cluster is not None:
+        from ensemble_dfd.training.cluster import train_on_cluster
+
+        return train_on_cluster(plans, data, run_dir, overwrite, tune, cluster, log)
+    if not cfg.train.process_per_model:
+        return _train_here(plans, data, run_dir, overwrite, tune, log)
     # each training child's malloc (train.allocator, per model); a missing one fails here
-    malloc = {ref: memory.allocator_library(for_model(cfg.train, ref).allocator) for ref in refs}
+    malloc = {p.ref: memory.allocator_library(p.allocator) for p in plans}
     summaries = {}
-    for ref in refs:
-        done = run_dir / "models" / ref / "done.json"
-        if done.exists() and not overwrite:  # no child (and no TensorFlow import) to skip it
-            log(f"{ref}: finished earlier, skipping ({done})")
-            summaries[ref] = read_json(done)
+    for plan in plans:
+        model_dir = ModelDir.of(run_dir, plan.ref)
+        if model_dir.finished() and not overwrite:  # no child (and no TensorFlow import)
+            log(f"{plan.ref}: finished earlier, skipping ({model_dir.done_file})")
+            summaries[plan.ref] = model_dir.summary()
         else:
-            summaries[ref] = _in_child(_train_in_child, ref, cfg, data, run_dir, overwrite,
-                                       tune, malloc=malloc[ref])
-        if export and not _has_artifact(run_dir / "models" / ref):  # the system's malloc:
-            # jemalloc raised EfficientNetB7's export peak (4,169 vs 3,896 MiB)
-            summaries[ref] = _in_child(_export_in_child, ref, cfg, data, run_dir)
+            summaries[plan.ref] = _in_child(_train_in_child, plan, data, run_dir, overwrite,
+                                            tune, malloc=malloc[plan.ref])
+        if plan.train.export == "onnx" and model_dir.fresh_artifact() is None:
+            # the system's malloc: jemalloc raised EfficientNetB7's export peak (4,169 vs
+            # 3,896 MiB)
+            summaries[plan.ref] = _in_child(_export_in_child, plan, data, run_dir)
     return summaries
 
 
-def _has_artifact(model_dir: Path) -> bool:
-    from ensemble_dfd.artifacts import fresh_artifact
-    from ensemble_dfd.train import MODEL_FILE
+def _train_here(plans: list[ModelPlan], data: Path, run_dir: Path, overwrite: bool,
+                tune: bool, log=print) -> dict[str, dict]:
+    """train_all in this process (``train.process_per_model = false``)."""
+    cache: dict = {}
+    summaries = {}
+    for plan in plans:
+        summaries[plan.ref] = train_model(plan, data, run_dir, overwrite, tune, log, cache)
+        import keras
 
-    return fresh_artifact(model_dir / MODEL_FILE) is not None
+        keras.backend.clear_session()
+        memory.release()
+        if plan.train.export == "onnx":
+            summaries[plan.ref] = export_trained(plan, data, run_dir, log)
+    return summaries
 
 
 def uncollected(run_dir: Path, refs: list[str], splits: list[str],
                 overwrite: bool) -> list[str]:
     """Models whose logits on `splits` are not all in the store yet (all, with overwrite)."""
-    from ensemble_dfd.logits import LOGITS_FILE
+    from ensemble_dfd.stacking.logits import LOGITS_FILE
 
     path = run_dir / LOGITS_FILE
     if overwrite or not path.exists():
@@ -309,11 +312,10 @@ def uncollected(run_dir: Path, refs: list[str], splits: list[str],
 
 def write_summary(run_dir: Path) -> pd.DataFrame:
     """summary.csv/.md: the study's accuracy table for every finished model in the run."""
-    from ensemble_dfd.logits import LOGITS_FILE, model_sort_key
+    from ensemble_dfd.stacking.logits import LOGITS_FILE, model_sort_key
 
-    histories = {p.parent.name: pd.read_csv(p)
-                 for p in (run_dir / "models").glob("*/history.csv")
-                 if (p.parent / "done.json").exists()}
+    histories = {m.ref: m.history() for m in ModelDir.all_in(run_dir)
+                 if m.finished() and m.has_history()}
     histories = dict(sorted(histories.items(), key=lambda kv: model_sort_key(kv[0])))
     test_acc = {}
     store = run_dir / LOGITS_FILE
@@ -335,15 +337,20 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         cfg = resolve_config(args, config_flags(args))
+        cluster = target_from_args(args)
+        cfg, took = run_config_for(args.data, cfg)  # crop new media like the training faces
         args.out.mkdir(parents=True, exist_ok=True)
         record_config(args.out, cfg, args.overwrite)
         log = make_logger(args.out / "base_train.log")
+        if took:
+            log(took)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        train_all(cfg, args.data, args.out, args.overwrite, args.tune or cfg.train.tune, log)
+        train_all(cfg, args.data, args.out, args.overwrite, args.tune or cfg.train.tune, log,
+                  cluster)
         if not args.no_collect:
             from ensemble_dfd.collect import collect
 
-            refs = uncollected(args.out, checked_refs(cfg),
+            refs = uncollected(args.out, [p.ref for p in plan_models(cfg)],
                                list(cfg.data.eval_splits), args.overwrite)
             if refs:
                 collect(args.out, args.data, list(cfg.data.eval_splits), None, refs,

@@ -7,12 +7,14 @@ import argparse
 import dataclasses
 import sys
 import time
+import tomllib
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ensemble_dfd.config import (
+    ConfigError,
     RunConfig,
     dumps,
     flags_win,
@@ -78,6 +80,7 @@ def record_config(run_dir: Path, cfg: RunConfig, overwrite: bool) -> None:
                 if f.name in AFTER_TRAINING}
         same_models = dataclasses.replace(recorded.train, models=cfg.train.models)
         recorded = dataclasses.replace(recorded, train=same_models, **same)
+        recorded = _added_since(path, recorded, cfg)
         if recorded != cfg:
             differ = [f.name for f in dataclasses.fields(cfg)
                       if getattr(recorded, f.name) != getattr(cfg, f.name)]
@@ -87,6 +90,44 @@ def record_config(run_dir: Path, cfg: RunConfig, overwrite: bool) -> None:
                 "config")
         return
     write_text(path, dumps(cfg))
+
+
+def _added_since(path: Path, recorded: RunConfig, cfg: RunConfig) -> RunConfig:
+    """``recorded`` with the keys its file lacks (added to the code since it was written,
+    e.g. ``prepare.detect_size``) taken from ``cfg``, for the comparison only: the file is
+    not rewritten, so the run keeps reading them as it was made."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return recorded
+    changes = {}
+    for f in dataclasses.fields(recorded):
+        section = getattr(recorded, f.name)
+        if not dataclasses.is_dataclass(section) or not isinstance(raw.get(f.name), dict):
+            continue
+        missing = {k.name: getattr(getattr(cfg, f.name), k.name)
+                   for k in dataclasses.fields(section) if k.name not in raw[f.name]}
+        if missing:
+            changes[f.name] = dataclasses.replace(section, **missing)
+    return dataclasses.replace(recorded, **changes) if changes else recorded
+
+
+def dask_client(scheduler: str | None) -> tuple[Any, Any]:
+    """``(distributed, client)``: the ``dask.distributed`` module and, when ``--scheduler
+    ADDRESS`` is given, a client of that running scheduler (else None: the caller starts a
+    local cluster). One ConfigError when dask is missing or the address does not answer;
+    prepare's and base_train's Dask flags share this."""
+    try:
+        from dask import distributed
+    except ImportError as exc:
+        raise ConfigError("--scheduler/--dask-workers need dask[distributed] "
+                          "(pip install -e '.[dask]')") from exc
+    if not scheduler:
+        return distributed, None
+    try:
+        return distributed, distributed.Client(scheduler, timeout="30s")
+    except OSError as exc:
+        raise ConfigError(f"--scheduler {scheduler}: cannot connect ({exc})") from exc
 
 
 def say_done(lines: list[str], wrote: Path, t0: float) -> None:

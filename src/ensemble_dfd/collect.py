@@ -3,7 +3,7 @@
 python -m ensemble_dfd.collect --run RUN_DIR --data DIR [--split NAME] [--as-split NAME]
     [--backend onnx|keras]
 
-Each model runs from its ONNX artifact where a fresh one exists (``ensemble_dfd.artifacts``;
+Each model runs from its ONNX artifact where a fresh one exists (``inference.loader``;
 its logits equal Keras' within 1e-4 on real faces, tested), else from its Keras file; the log
 names the backend of every model.
 """
@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ensemble_dfd import logits as store
-from ensemble_dfd import memory
 from ensemble_dfd.cli_common import make_logger, run_main
 from ensemble_dfd.data.dataset import load_dataset
 from ensemble_dfd.data.images import read_rgb, stream_images
 from ensemble_dfd.data.quality import image_properties
 from ensemble_dfd.rundir import trained_models
+from ensemble_dfd.stacking import logits as store
+from ensemble_dfd.training import memory
 
 CACHE_MB = 1024  # decoded images kept across models at one size, at most
 IMAGE_COLUMNS = ["split", "path", "label", "source", "group", "width", "height"]
@@ -60,8 +60,8 @@ def collect(run_dir: Path, data: Path, splits: list[str] | None = None,
     memory stays bounded whatever the dataset's size. `backend`: "onnx" runs each model's
     fresh ONNX artifact where there is one, else Keras; "keras" always Keras.
     """
-    from ensemble_dfd.artifacts import load_for_inference
-    from ensemble_dfd.train import predict_batches
+    from ensemble_dfd.inference.loader import load_for_inference
+    from ensemble_dfd.training.train import predict_batches
 
     models = trained_models(run_dir, refs)
     df = load_dataset(data)
@@ -86,8 +86,8 @@ def collect(run_dir: Path, data: Path, splits: list[str] | None = None,
     cache: dict[int, list[np.ndarray]] = {}
     files = df["file"].tolist()
     frames = []
-    for ref, path in models.items():
-        model, used = load_for_inference(path, backend)
+    for ref, model_dir in models.items():
+        model, used = load_for_inference(model_dir, backend)
         size = int(model.input_shape[1])
         if size in cache:
             z = predict_batches(model, cache[size], batch_size)

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ensemble_dfd.errors import UserError
-from ensemble_dfd.memory import ALLOCATOR_SETTINGS
+from ensemble_dfd.training.memory import ALLOCATOR_SETTINGS
 
+ALIGNS = ("none", "dfb")  # prepare.align
+FRAME_RULES = ("round", "floor")  # prepare.frame_rule
 ALL_MODELS = ("M1", "M2", "M3", "M4", "M5", "M6", "M7", "M8", "M9", "M10")
 
 
@@ -34,14 +36,26 @@ class PrepareConfig:
     every_seconds: float = 0.0  # >0: keep one frame every S seconds instead
     frames_per_video: int = 0  # >0: N frames spread uniformly over each video instead
     max_width: int = 640  # frames wider than this are downscaled, aspect kept
-    detector: str = "hog"  # "hog" (dlib HOG, face_recognition's default) or "cnn"
-    upsample: int = 1  # face_recognition's number_of_times_to_upsample
+    # "hog" (dlib HOG, face_recognition's default), "cnn" (dlib's MMOD CNN) or "blazeface"
+    # (MediaPipe's full-range BlazeFace under ONNX Runtime: data/blazeface.py)
+    detector: str = "hog"
+    upsample: int = 1  # face_recognition's number_of_times_to_upsample (detect_size 0)
+    # >0: detect on a copy of the frame whose longer side is this many px, searched once (no
+    # upsampling), boxes mapped back to the frame the crop is cut from; 0 = the study's
+    # search (upsample x on the frame as read). Chosen by benchmarks/faces_speed.py
+    detect_size: int = 960
     # border added on EACH side of dlib's tight box, as a fraction of the box's height (top,
     # bottom) and width (left, right): the crop is (1 + 2 * margin) x the box. 0 = the
     # study's tight box; 0.15 = a 1.3x box, DeepfakeBench's scale (which it applies to a
-    # landmark-aligned face; no alignment here)
+    # landmark-aligned face: see align)
     margin: float = 0.0
     one_face_only: bool = True  # the study dropped frames with 0 or >1 faces
+    # the crop: "none" = the box (with margin; the study's), "dfb" = DeepfakeBench's
+    # landmark-aligned 256-px crop at 1.3x (data/align.py; margin must stay 0)
+    align: str = "none"
+    # frames picked over a video: "round" = linspace rounded (and k * S * fps half up),
+    # "floor" = DeepfakeBench's np.linspace(0, n - 1, N, dtype=int) (truncated)
+    frame_rule: str = "round"
     ratios: tuple[float, float, float] = (0.80, 0.19, 0.01)  # train, validation, test
     balance: bool = False  # subsample the larger class within each split
     jpeg_quality: int = 95
@@ -96,6 +110,9 @@ class TrainConfig:
     tuner: str = "hyperband"  # "hyperband" (budget: tune_epochs) or "random" (tune_trials)
     tune_trials: int = 10
     tune_epochs: int = 3
+    # experiment tracking while training: "tensorboard" (RUN/tb/<ref>/, any Keras backend;
+    # training.tracking); [] for none
+    tracking: tuple[str, ...] = ("tensorboard",)
 
 
 @dataclass(frozen=True)
@@ -105,6 +122,13 @@ class PipelineConfig:
     data: str = ""  # a dataset folder in the study's layout (or its manifest.csv)
     videos: str = ""  # or videos + labels CSV, turned into a dataset by `prepare all`
     labels: str = ""
+    # or a public dataset's download (`prepare all --dataset NAME --root ROOT`), official
+    # splits kept: dataset = "ffpp", root = DIR, compression = "c23", methods = "a,b"
+    dataset: str = ""
+    root: str = ""
+    compression: str = ""
+    methods: str = ""
+    splits: str = ""  # FF++: folder of the official train/val/test.json (default ROOT/splits)
     stack: bool = True
     report: bool = True
 
@@ -120,8 +144,13 @@ class EvalSet:
     Either ``data`` (a dataset folder or its manifest.csv; ``split``: only that split of it,
     default all its images) or ``videos`` (a folder of videos, labels in ``labels``, default
     ``<videos>/labels.csv``, turned into faces by `prepare all`; ``every`` or
-    ``frames_per_video`` pick the frames, default the [prepare] table's). Paths are relative
-    to the working directory, as in [pipeline].
+    ``frames_per_video`` pick the frames, default the [prepare] table's), or ``dataset`` +
+    ``root`` (a public dataset's download read by its reader, `prepare all --dataset`;
+    ``split``: only that official split, e.g. Celeb-DF's test list; ``compression``,
+    ``methods``, ``part_splits`` as the prepare flags). ``optional = true``: a set whose
+    root is absent or matches no layout is skipped with a line saying so (a partial
+    download), instead of stopping the run. Paths are relative to the working directory,
+    as in [pipeline].
     """
 
     data: str = ""
@@ -130,6 +159,12 @@ class EvalSet:
     labels: str = ""
     every: int = 0
     frames_per_video: int = 0
+    dataset: str = ""
+    root: str = ""
+    compression: str = ""
+    methods: str = ""
+    part_splits: str = ""
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,6 +173,9 @@ class StackConfig:
 
     video_aggregate: str = "mean_logit"  # frame logits -> video: mean_logit, mean_prob, confident
     min_effect: float = 0.03  # a split is large enough to judge a claim if its mdd_acc <= this
+    # the meta-learners to fit (default: every registered one; --learners overrides); a tiny
+    # validation split (few video groups) cannot support those tuned by inner grouped CV
+    learners: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -331,9 +369,17 @@ def load_config(path: str | Path | None = None,
 def load_recorded(path: str | Path) -> RunConfig:
     """A run folder's own config.toml: as load_config, but a run recorded before a key was
     renamed is read without a deprecation warning (the user did not write that file)."""
+    overrides: dict[str, Any] = {}
+    try:
+        recorded = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        recorded = None  # load_config names the problem
+    if isinstance(recorded, dict) and "detect_size" not in recorded.get("prepare", {}):
+        # recorded before the key existed: that run searched the study's way
+        overrides = {"prepare": {"detect_size": 0}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConfigDeprecated)
-        return load_config(path)
+        return load_config(path, overrides)
 
 
 def flags_win(cfg: RunConfig, keys: list[str]) -> RunConfig:
@@ -357,8 +403,9 @@ def validate(cfg: RunConfig) -> None:
     if len(r) != 3 or any(x < 0 for x in r) or abs(sum(r) - 1.0) > 1e-6:
         raise ConfigError(
             f"prepare.ratios must be three non-negative numbers summing to 1, got {r}")
-    if cfg.prepare.detector not in ("hog", "cnn"):
-        raise ConfigError(f"prepare.detector must be 'hog' or 'cnn', got {cfg.prepare.detector!r}")
+    if cfg.prepare.detector not in ("hog", "cnn", "blazeface"):
+        raise ConfigError("prepare.detector must be 'hog', 'cnn' or 'blazeface', got "
+                          f"{cfg.prepare.detector!r}")
     if cfg.data.batch_size < 1:
         raise ConfigError("data.batch_size must be >= 1")
     if cfg.train.mixed_precision not in ("auto", "on", "off", "bf16"):
@@ -370,6 +417,10 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("train.export must be onnx or none")
     if cfg.train.allocator not in ALLOCATOR_SETTINGS:
         raise ConfigError(f"train.allocator must be {', '.join(ALLOCATOR_SETTINGS)}")
+    unknown = [t for t in cfg.train.tracking if t not in ("tensorboard",)]
+    if unknown:
+        raise ConfigError(f"train.tracking: unknown tracker(s) {', '.join(unknown)} (have: "
+                          "tensorboard)")
     if cfg.train.tuner not in ("hyperband", "random"):
         raise ConfigError("train.tuner must be hyperband or random")
     for ref, over in cfg.train.per_model.items():
@@ -385,18 +436,47 @@ def validate(cfg: RunConfig) -> None:
     if not 0.0 < cfg.stack.min_effect < 1.0:
         raise ConfigError(f"stack.min_effect must be in (0, 1), got {cfg.stack.min_effect}")
     _validate_prepare(cfg.prepare)
+    p = cfg.pipeline
+    _validate_dataset("pipeline.dataset", p.dataset, p.root)
+    if sum(map(bool, (p.data, p.videos, p.dataset))) > 1:
+        raise ConfigError("[pipeline]: give one of data = DIR, videos = DIR or dataset = NAME "
+                          "(with root = DIR)")
     reserved = {cfg.data.train_split, cfg.data.validation_split, *cfg.data.eval_splits,
                 "validation_oof"}
     for name, es in cfg.evaluate.items():
         _validate_eval_set(name, es, reserved)
 
 
+# the dataset readers a config may name (ensemble_dfd.datasets.READERS but `dfb`, which
+# needs its index JSON: `prepare import-dfb`); kept here so config imports no reader
+DATASET_NAMES = ("ffpp", "dfd", "celebdf", "dfdc", "dfdcp", "wilddeepfake")
+
+
+def _validate_dataset(key: str, name: str, root: str) -> None:
+    if name and name not in DATASET_NAMES:
+        raise ConfigError(f"{key}: {name!r} is no dataset reader (known: "
+                          f"{', '.join(DATASET_NAMES)})")
+    if name and not root:
+        raise ConfigError(f"{key}: dataset = {name!r} needs root = DIR (its download)")
+
+
 def _validate_prepare(p: PrepareConfig) -> None:
     if p.frames_per_video < 0 or p.margin < 0:
         raise ConfigError("prepare.frames_per_video and prepare.margin must be >= 0")
+    if p.detect_size < 0 or 0 < p.detect_size < 80:
+        raise ConfigError(f"prepare.detect_size must be 0 (the study's search) or >= 80 px "
+                          f"(dlib's smallest face window), got {p.detect_size}")
     if p.frames_per_video and p.every_seconds > 0:
         raise ConfigError("prepare.frames_per_video and prepare.every_seconds are two ways to "
                           "pick frames: set one of them (0 turns one off)")
+    if p.align not in ALIGNS:
+        raise ConfigError(f"prepare.align must be one of {', '.join(ALIGNS)}, got {p.align!r}")
+    if p.frame_rule not in FRAME_RULES:
+        raise ConfigError(f"prepare.frame_rule must be one of {', '.join(FRAME_RULES)}, got "
+                          f"{p.frame_rule!r}")
+    if p.align != "none" and p.margin:
+        raise ConfigError(f"prepare.margin applies to the box crop; with prepare.align = "
+                          f"{p.align!r} the crop's scale is the recipe's (1.3x): set margin 0")
 
 
 SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -410,9 +490,14 @@ def _validate_eval_set(name: str, es: EvalSet, reserved: set[str]) -> None:
     if name in reserved:
         raise ConfigError(f"{key}: '{name}' is one of the run's own splits "
                           f"({', '.join(sorted(reserved))}); name the set otherwise")
-    if bool(es.data) == bool(es.videos):
+    if bool(es.data) + bool(es.videos) + bool(es.dataset) != 1:
         raise ConfigError(f"{key}: give exactly one of data = DIR (a dataset folder or "
-                          "manifest) or videos = DIR (a folder of videos with labels.csv)")
+                          "manifest), videos = DIR (a folder of videos with labels.csv) or "
+                          "dataset = NAME with root = DIR (a public dataset's download)")
+    _validate_dataset(f"{key}.dataset", es.dataset, es.root)
+    if (es.root or es.compression or es.methods or es.part_splits) and not es.dataset:
+        raise ConfigError(f"{key}: root, compression, methods and part_splits go with "
+                          "dataset = NAME")
     if es.data and (es.labels or es.every or es.frames_per_video):
         raise ConfigError(f"{key}: labels, every and frames_per_video are for videos = DIR, "
                           "not data = DIR")

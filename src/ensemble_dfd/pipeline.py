@@ -6,6 +6,8 @@ only collects that set, then redoes stack and report.
 
 python -m ensemble_dfd.pipeline --config experiments/cpu.toml --out RUN_DIR
 python -m ensemble_dfd.pipeline --demo --out RUN_DIR
+    [--dask-workers N | --scheduler ADDRESS] [--gpus-per-model K]  (prepare's videos and
+    base_train's models as Dask tasks, see ensemble_dfd.training.cluster)
 
 Each step is the step's own command (called in-process), so everything the steps write is
 what they write when run alone; finished steps are skipped on a rerun.
@@ -23,15 +25,17 @@ from pathlib import Path
 import pandas as pd
 
 from ensemble_dfd import base_train, collect, prepare, report, stack
-from ensemble_dfd import logits as store
 from ensemble_dfd.cli_common import add_config_args, make_logger, resolve_config, run_main
 from ensemble_dfd.config import ConfigError, EvalSet, RunConfig, dumps
 from ensemble_dfd.data.synthetic import make_dataset
+from ensemble_dfd.datasets import Options, read_dataset
 from ensemble_dfd.errors import UserError
-from ensemble_dfd.power import headline_rows
 from ensemble_dfd.reports.training import markdown
-from ensemble_dfd.rundir import CLAIMS_FILE, Run, trained_models
+from ensemble_dfd.rundir import CLAIMS_FILE, Run
 from ensemble_dfd.runio import write_text
+from ensemble_dfd.stacking import logits as store
+from ensemble_dfd.stacking.power import headline_rows
+from ensemble_dfd.training.cluster import ClusterTarget, add_cluster_args, target_from_args
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = ROOT / "experiments" / "demo.toml"
@@ -55,10 +59,39 @@ def _labels_of(es: EvalSet) -> Path:
     return Path(es.labels) if es.labels else Path(es.videos) / "labels.csv"
 
 
+def layout_args(dataset: str, root: str, compression: str = "", methods: str = "",
+                part_splits: str = "") -> list[str]:
+    """`prepare all` flags reading a public dataset's download with its reader."""
+    return ["--dataset", dataset, "--root", root,
+            *(["--compression", compression] if compression else []),
+            *(["--methods", methods] if methods else []),
+            *(["--part-splits", part_splits] if part_splits else [])]
+
+
+def unreadable_layout(es: EvalSet) -> str:
+    """Why a `dataset = NAME` set cannot be read ('' when it can): its root is absent or
+    matches no layout of that dataset (the reader's own message)."""
+    if not Path(es.root).exists():
+        return f"{es.root}: no such folder"
+    try:
+        read_dataset(es.dataset, Path(es.root), Options(
+            es.compression, tuple(m for m in es.methods.split(",") if m), "",
+            es.part_splits))
+    except UserError as exc:
+        return str(exc)
+    return ""
+
+
 def check_eval_sets(cfg: RunConfig, config_path: Path) -> None:
-    """Every [evaluate] input exists, checked before hours of training, naming the key."""
+    """Every [evaluate] input exists, checked before hours of training, naming the key
+    (an `optional` dataset set that cannot be read is skipped later, with a line)."""
     for name, es in cfg.evaluate.items():
         where = f"{config_path}: evaluate.{name}"
+        if es.dataset and not es.optional:
+            why = unreadable_layout(es)
+            if why:
+                raise ConfigError(f"{where}: {why} (optional = true skips a set that is "
+                                  "not downloaded)")
         if es.data and not Path(es.data).exists():
             raise ConfigError(f"{where}: {es.data}: no such dataset folder or manifest")
         if es.videos and not Path(es.videos).is_dir():
@@ -96,17 +129,27 @@ def eval_faces(cfg: RunConfig, config_path: Path, out: Path, steps: _Steps
         faces = out / "extra" / name
         pick = (["--frames-per-video", str(es.frames_per_video)] if es.frames_per_video
                 else ["--every", str(es.every)] if es.every else [])
+        if es.dataset:
+            why = unreadable_layout(es) if es.optional else ""
+            if why:
+                steps.skip("prepare", f"evaluate.{name} skipped (optional, not readable: "
+                                      f"{why})")
+                steps.skip("collect", f"evaluate.{name} skipped")
+                continue
+            inputs = layout_args(es.dataset, es.root, es.compression, es.methods,
+                                 es.part_splits)
+        else:
+            inputs = ["--videos", es.videos, "--labels", str(_labels_of(es))]
         steps.run("prepare", prepare.main,
-                  ["all", "--videos", es.videos, "--labels", str(_labels_of(es)),
-                   "--out", str(faces), "--config", str(config_path), *pick])
-        sets[name] = (faces, "")
+                  ["all", *inputs, "--out", str(faces), "--config", str(config_path), *pick])
+        sets[name] = (faces, es.split if es.dataset else "")
     return sets
 
 
 def collect_sets(sets: dict[str, tuple[Path, str]], out: Path, overwrite: bool,
                  steps: _Steps) -> None:
     """Score each evaluation set with every finished model that has no logits on it yet."""
-    refs = list(trained_models(out))
+    refs = list(Run(out).trained_models())
     for name, (folder, split) in sets.items():
         todo = base_train.uncollected(out, refs, [name], overwrite)
         if not todo:
@@ -165,29 +208,34 @@ def summary_header(run_dir: Path) -> str:
 
 
 def run_pipeline(cfg: RunConfig, config_path: Path, out: Path, overwrite: bool,
-                 log: Callable[[str], None]) -> pd.DataFrame:
+                 log: Callable[[str], None],
+                 cluster: ClusterTarget | None = None) -> pd.DataFrame:
     """prepare (videos) -> base_train -> prepare + collect for each [evaluate] set -> stack ->
     report. Finished work is skipped: models by base_train, evaluation sets already in the
-    store, and stack/report unless their input changed since they ran (make's rule)."""
+    store, and stack/report unless their input changed since they ran (make's rule).
+    With a `cluster`, prepare maps its videos and base_train its models over it."""
     p = cfg.pipeline
-    n_videos = sum(bool(es.videos) for es in cfg.evaluate.values())
-    steps = _Steps(1 + bool(p.videos) + n_videos + len(cfg.evaluate) + bool(p.stack)
-                   + bool(p.report), log)
+    n_videos = sum(bool(es.videos or es.dataset) for es in cfg.evaluate.values())
+    steps = _Steps(1 + bool(p.videos or p.dataset) + n_videos + len(cfg.evaluate)
+                   + bool(p.stack) + bool(p.report), log)
     data = Path(p.data) if p.data else None
-    if p.videos:
+    if p.videos or p.dataset:
         data = out / "dataset"
+        inputs = (layout_args(p.dataset, p.root, p.compression, p.methods)
+                  + (["--splits", p.splits] if p.splits else []) if p.dataset
+                  else ["--videos", p.videos, "--labels", p.labels])
         if (data / "manifest.csv").exists():
             steps.skip("prepare", f"{data} is finished, skipping")
         else:
             steps.run("prepare", prepare.main,
-                      ["all", "--videos", p.videos, "--labels", p.labels, "--out", str(data),
-                       "--config", str(config_path)])
+                      ["all", *inputs, "--out", str(data), "--config", str(config_path)]
+                      + (cluster.argv(gpus=False) if cluster else []))
     if data is None:
         raise ConfigError("the config's [pipeline] names no data = DIR nor videos = DIR")
     sets = eval_faces(cfg, config_path, out, steps)  # minutes; before hours of training
     steps.run("base_train", base_train.main,
               ["--data", str(data), "--out", str(out), "--config", str(config_path)]
-              + (["--overwrite"] if overwrite else []))
+              + (["--overwrite"] if overwrite else []) + (cluster.argv() if cluster else []))
     collect_sets(sets, out, overwrite, steps)
     comparison = out / "stack" / "comparison.csv"
     if p.stack:
@@ -218,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="synthetic faces and tiny models (experiments/demo.toml), no download")
     add_config_args(p)
     p.add_argument("--overwrite", action="store_true", help="redo finished steps")
+    add_cluster_args(p)
     args = p.parse_args(argv)
 
     def body() -> int:
@@ -229,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         args.out.mkdir(parents=True, exist_ok=True)
         cfg = resolve_config(args, {})
+        cluster = target_from_args(args)
         check_eval_sets(cfg, args.config)
         if args.demo:
             data, wild = make_demo_data(args.out, cfg.seed)
@@ -239,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         resolved = args.out / "pipeline_config.toml"
         write_text(resolved, dumps(cfg))
         try:
-            table = run_pipeline(cfg, resolved, args.out, args.overwrite, log)
+            table = run_pipeline(cfg, resolved, args.out, args.overwrite, log, cluster)
         except UserError as exc:  # also into the run's log
             log(f"error: {exc}")
             return 2

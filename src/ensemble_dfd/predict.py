@@ -9,8 +9,10 @@ Output, one record per input, in the order given (JSON lines, or CSV with one
 p_real_<model> column per model): ``input, kind, faces, p_real, verdict (real|fake), status
 (ok|no_face|bad_input), aggregate, learner, threshold, fake_fraction, frames, whole_image,
 models {ref: {p_real, verdict}}, face_results [{frame, box, p_real, verdict, models}],
-warnings, error`` (the reason, for no_face and bad_input). A missing, empty, unreadable,
-truncated or over-limit input gets a bad_input record; the other inputs still get verdicts.
+warnings, error`` (the reason, for no_face and bad_input), and for an image ``decoder``
+(worker | in-process: whether its decode could be stopped at the deadline). A missing,
+empty, unreadable, truncated or over-limit input gets a bad_input record; the other inputs
+still get verdicts.
 
 Limits (each input): at most --max-frames video frames, spread over the video whatever its
 container claims; images and frames of at most --max-megapixels (read from the header before
@@ -38,9 +40,9 @@ from pathlib import Path
 
 from ensemble_dfd.cli_common import run_main
 from ensemble_dfd.errors import UsageError
-from ensemble_dfd.limits import Limits
+from ensemble_dfd.inference.limits import Limits
+from ensemble_dfd.inference.verdict import AGGREGATES, FACE_MODES, Predictor, csv_row
 from ensemble_dfd.runio import write_text
-from ensemble_dfd.verdict import AGGREGATES, FACE_MODES, Predictor, csv_row
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_NO_FACE = 0, 1, 2, 3
 
@@ -67,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"video frames scored at most (default {d.max_frames})")
     p.add_argument("--max-megapixels", type=float, default=d.max_pixels / 1e6,
                    help=f"largest image or frame (default {d.max_pixels / 1e6:g})")
+    p.add_argument("--max-decoded-frames", type=int, default=d.max_decoded_frames,
+                   help="video frames decoded at most to reach the scored ones (seeks "
+                        "decode from the keyframe before; wanted frames out of reach move "
+                        f"toward keyframes; default {d.max_decoded_frames})")
     p.add_argument("--timeout", type=float, default=d.seconds,
                    help=f"seconds per input, 0 = none (default {d.seconds:g})")
     p.add_argument("--keyframes", action="store_true",
@@ -128,7 +134,7 @@ def bad_input_record(path: str, message: str) -> dict:
 
 def expand_each(paths: Sequence[str]) -> tuple[list, list[str]]:
     """Per PATH: (path, kind) items to score, or a bad_input record; in the given order."""
-    from ensemble_dfd.verdict import InputError, expand_inputs
+    from ensemble_dfd.inference.verdict import InputError, expand_inputs
 
     entries: list = []
     notes: list[str] = []
@@ -173,7 +179,8 @@ def exit_code(records: list[dict]) -> int:
 
 def _limits(args: argparse.Namespace) -> Limits:
     return Limits(max_frames=args.max_frames, max_pixels=int(args.max_megapixels * 1e6),
-                  seconds=args.timeout, keyframes=args.keyframes)
+                  seconds=args.timeout, keyframes=args.keyframes,
+                  max_decoded_frames=args.max_decoded_frames)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

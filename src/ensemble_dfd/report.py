@@ -37,8 +37,6 @@ from ensemble_dfd.analysis.report_analysis import (
 )
 from ensemble_dfd.cli_common import run_main, say_done
 from ensemble_dfd.errors import UserError
-from ensemble_dfd.logits import LogitMatrix, StoreError, logit_matrix, model_sort_key, read_store
-from ensemble_dfd.logits_table import add_input_args, import_for_command
 from ensemble_dfd.reports.report_page import (
     build_html,
     front_matter,
@@ -48,6 +46,14 @@ from ensemble_dfd.reports.report_page import (
 )
 from ensemble_dfd.rundir import CLAIMS_FILE, FIT_SPLIT, REPORT_DIR, Run
 from ensemble_dfd.runio import environment, guard_overwrite, staged_dir, write_json
+from ensemble_dfd.stacking.logits import (
+    LogitMatrix,
+    StoreError,
+    logit_matrix,
+    model_sort_key,
+    read_store,
+)
+from ensemble_dfd.stacking.logits_table import add_input_args, import_for_command
 
 
 class ReportError(UserError, ValueError):
@@ -223,7 +229,7 @@ def plan_images(args: argparse.Namespace, inp: Inputs) -> None:
             lacking = [m for m in inp.mats[s].models if m not in trained]
             if lacking:
                 raise ReportError(f"the intervention needs the trained models, but "
-                                  f"{inp.run.path / 'models'} has none for "
+                                  f"{inp.run.models_dir} has none for "
                                   f"{', '.join(lacking)}; pass --no-intervention")
         need += [str(p) for s in inp.inter_splits for p in inp.mats[s].paths]
     if args.thumbnails:
@@ -313,7 +319,8 @@ def _imported_run(args: argparse.Namespace) -> list[str]:
             raise ReportError("--out and --fit-split go with --logits")
         return []
     args.run = import_for_command(args.logits, args.out, args.fit_split, args.overwrite,
-                                  REPORT_DIR, "report")
+                                  REPORT_DIR, "report", args.logits_format,
+                                  args.dfb_data)
     args.no_intervention = True
     return ["the degradation (blur/size/JPEG intervention) study: a logits table comes "
             "without the images and trained models it re-scores"]

@@ -18,22 +18,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ensemble_dfd import metrics as M
 from ensemble_dfd.config import RunConfig, load_recorded
-from ensemble_dfd.ensemble.saved import LoadedMetaLearner, load_learners
+from ensemble_dfd.ensemble.saved import (
+    LoadedMetaLearner,
+    learner_file,
+    load_learners,
+    saved_names,
+)
 from ensemble_dfd.errors import UserError
-from ensemble_dfd.logits import (
+from ensemble_dfd.stacking import metrics as M
+from ensemble_dfd.stacking.logits import (
     IMAGES_FILE,
     LOGITS_FILE,
     StoreError,
     logit_matrix,
     model_sort_key,
 )
-from ensemble_dfd.power import headline_rows
-from ensemble_dfd.train import DONE_FILE, MODEL_FILE
+from ensemble_dfd.stacking.power import headline_rows
+from ensemble_dfd.training.modeldir import MODELS_DIR, ModelDir
 
 CONFIG_FILE = "config.toml"
-MODELS_DIR = "models"
 STACK_DIR = "stack"
 CLAIMS_FILE = "claims.json"  # stack/claims.json: power per split, who beats the best model
 CROSS_FILE = "cross_dataset.csv"  # stack/cross_dataset.csv: train set x evaluation set AUC
@@ -71,7 +75,7 @@ def train_set_name(run_dir: Path) -> str:
     if not path.is_file():
         return "unknown"
     p = load_recorded(path).pipeline
-    src = Path(p.data or p.videos) if (p.data or p.videos) else None
+    src = Path(p.data or p.videos or p.root) if (p.data or p.videos or p.root) else None
     if src is None:
         return "unknown"
     return (src.parent if src.suffix == ".csv" else src).resolve().name
@@ -130,11 +134,10 @@ class StackInfo:
 # ---------------------------------------------------------------- the folder
 
 
-def trained_models(run_dir: Path, refs: Sequence[str] | None = None) -> dict[str, Path]:
-    """ref -> model file for every finished model in run_dir/models (optionally a subset)."""
-    found = {p.parent.name: p.parent / MODEL_FILE
-             for p in (run_dir / MODELS_DIR).glob(f"*/{DONE_FILE}")
-             if (p.parent / MODEL_FILE).exists()}
+def trained_models(run_dir: Path, refs: Sequence[str] | None = None) -> dict[str, ModelDir]:
+    """ref -> ModelDir of every finished model in run_dir/models (optionally a subset), in
+    model order."""
+    found = {m.ref: m for m in ModelDir.all_in(run_dir) if m.loadable()}
     if refs:
         missing = [r for r in refs if r not in found]
         if missing:
@@ -151,6 +154,7 @@ class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.config_path = self.path / CONFIG_FILE
+        self.models_dir = self.path / MODELS_DIR
         self.logits_path = self.path / LOGITS_FILE
         self.images_path = self.path / IMAGES_FILE
         self.stack_dir = self.path / STACK_DIR
@@ -158,7 +162,7 @@ class Run:
         self.report_dir = self.path / REPORT_DIR
 
     def learner_path(self, name: str) -> Path:
-        return self.learners_dir / f"{name}.joblib"
+        return learner_file(self.learners_dir / name)
 
     # -- contents --------------------------------------------------------------------
     def config(self) -> RunConfig:
@@ -166,7 +170,11 @@ class Run:
             raise RunError(f"{self.path}: no {CONFIG_FILE} (is it a run folder?)")
         return load_recorded(self.config_path)
 
-    def trained_models(self, refs: Sequence[str] | None = None) -> dict[str, Path]:
+    def model(self, ref: str) -> ModelDir:
+        """The folder of one model (models/<ref>/), finished or not."""
+        return ModelDir.of(self.path, ref)
+
+    def trained_models(self, refs: Sequence[str] | None = None) -> dict[str, ModelDir]:
         return trained_models(self.path, refs)
 
     @cached_property
@@ -183,8 +191,7 @@ class Run:
 
     def saved_learners(self) -> list[str]:
         """Names of the fitted meta-learners saved by the stack step."""
-        d = self.learners_dir
-        return sorted(p.stem for p in d.glob("*.joblib")) if d.is_dir() else []
+        return saved_names(self.learners_dir)
 
     def load_learners(self, models: Sequence[str], names: Sequence[str] | None = None,
                       warn: Callable[[str], None] | None = None

@@ -8,7 +8,8 @@ frame/video and source all/each source; AP, EER, CIs, paired Δ and its minimum 
 size), claims.json (who beats the best single model on every split large enough to tell),
 cross_dataset.csv, weights.csv, predictions.parquet (one row per image, one logit column
 per predictor; thresholds in stack.json), roc_<split>.png, metrics_ci_<split>.png,
-learners/<name>.joblib with a JSON sidecar, stack.json, env.json.
+learners/<name>.json (each learner as data: class, parameters, fitted state), stack.json,
+env.json.
 Rows of split `validation_oof` use out-of-fold predictions (folds grouped by video), so no
 learner is ever scored on rows it was fit on. Everything is built in a temporary folder and
 renamed into place, so an error leaves no partial output. No TensorFlow here.
@@ -27,23 +28,24 @@ import time
 import numpy as np
 import pandas as pd
 
-from ensemble_dfd import metrics as M
 from ensemble_dfd.cli_common import run_main, say_done
-from ensemble_dfd.comparison import (
+from ensemble_dfd.config import StackConfig
+from ensemble_dfd.ensemble import META_LEARNERS
+from ensemble_dfd.reports.comparison import write_stack
+from ensemble_dfd.rundir import FIT_SPLIT, OOF_SPLIT, STACK_DIR, Run
+from ensemble_dfd.runio import guard_overwrite, staged_dir
+from ensemble_dfd.stacking import metrics as M
+from ensemble_dfd.stacking.comparison import (
     StackError,
     compare,
     load_groups,
     load_image_columns,
     warn_shared_groups,
 )
-from ensemble_dfd.config import StackConfig
-from ensemble_dfd.ensemble import META_LEARNERS
-from ensemble_dfd.logits import StoreError, logit_matrix, model_sort_key, read_store
-from ensemble_dfd.logits_table import add_input_args, import_for_command
-from ensemble_dfd.reports.comparison import write_stack
-from ensemble_dfd.rundir import FIT_SPLIT, OOF_SPLIT, STACK_DIR, Run
-from ensemble_dfd.runio import guard_overwrite, staged_dir
-from ensemble_dfd.videolevel import AGGREGATES
+from ensemble_dfd.stacking.logits import StoreError, logit_matrix, model_sort_key, read_store
+from ensemble_dfd.stacking.logits_table import add_input_args, import_for_command
+from ensemble_dfd.stacking.videolevel import AGGREGATES
+from ensemble_dfd.training.tracking import write_comparison
 
 
 def _log(msg: str) -> None:
@@ -98,7 +100,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> pd.DataFrame
         raise StackError("--folds must be >= 2")
     if args.logits is not None:
         args.run = import_for_command(args.logits, args.out, args.fit_split, args.overwrite,
-                                      STACK_DIR, "stack comparison")
+                                      STACK_DIR, "stack comparison", args.logits_format,
+                                      args.dfb_data)
     elif args.out is not None or args.fit_split != FIT_SPLIT:
         raise StackError("--out and --fit-split go with --logits (a run folder's fit split is "
                          f"'{FIT_SPLIT}')")
@@ -108,7 +111,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> pd.DataFrame
     min_effect = args.min_effect if args.min_effect is not None else sc.min_effect
     if not 0.0 < min_effect < 1.0:
         raise StackError(f"--min-effect must be in (0, 1), got {min_effect}")
-    learners = _split_list(args.learners) or list(META_LEARNERS)
+    learners = _split_list(args.learners) or list(sc.learners) or list(META_LEARNERS)
     unknown = [n for n in learners if n not in META_LEARNERS]
     if unknown:
         raise StackError(f"unknown meta-learner(s) {', '.join(unknown)} (have: "
@@ -139,6 +142,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> pd.DataFrame
     with staged_dir(rd.stack_dir, args.overwrite, "stack comparison") as tmp:
         lines = write_stack(tmp, result, rd.path, runs, args.bootstrap, args.seed, argv,
                             time.time() - t0)
+    tracking = rd.config().train.tracking if rd.config_path.is_file() else ["tensorboard"]
+    if "tensorboard" in tracking:  # train.tracking = [] turns it off (README)
+        write_comparison(rd.path, result.table, result.claims.get("headline", ""), _log)
     say_done(lines, rd.stack_dir, t0)
     return result.table
 

@@ -4,7 +4,7 @@ stack step wrote one) and the degradation study's results:
 1. does any ensemble beat the best single model, on which evaluation splits, with CIs;
 2. what blur, downscaling (size) and JPEG compression do to the detectors.
 
-The rule for 1, each split's power and the headline sentence belong to `ensemble_dfd.power`
+The rule for 1, each split's power and the headline sentence belong to `ensemble_dfd.stacking.power`
 (the stack step writes them to claims.json): this module takes them from claims.json when
 present, else asks power.py to derive them from comparison.csv, and only presents them. A
 comparison table without `mdd_acc` (written before the stack step computed it) has no known
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ensemble_dfd import power
 from ensemble_dfd.rundir import FIT_SPLIT, OOF_SPLIT
+from ensemble_dfd.stacking import power
 
 DEFAULT_MIN_EFFECT = power.DEFAULT_MIN_EFFECT
 NOT_EVALUATION = (FIT_SPLIT, OOF_SPLIT)

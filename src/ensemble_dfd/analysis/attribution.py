@@ -20,7 +20,7 @@ from scipy import stats
 
 from ensemble_dfd.data.jpeg import jpeg_roundtrip
 from ensemble_dfd.data.quality import PROPERTY_COLUMNS
-from ensemble_dfd.logistic import hessian, newton_logistic
+from ensemble_dfd.stacking.logistic import hessian, newton_logistic
 
 BIN_COLUMNS = ["predictor", "kind", "property", "bin", "lo", "hi", "median", "n", "n_wrong",
                "error_rate", "ci_lo", "ci_hi"]

@@ -5,13 +5,14 @@ accuracy and AUC per (degradation, level, predictor).
 If errors rise as images are blurred (at fixed content), blur causes errors; the
 observational attribution alone cannot say that. Each base model is loaded once and scores
 all degraded copies in one batched call; meta-learners are applied to the degraded base
-models' logits, as they would be in deployment. TensorFlow is imported only inside
-`run_intervention` (through ensemble_dfd.train).
+models' logits, as they would be in deployment. Each model is loaded as collect loads it
+(``inference.loader``: its fresh ONNX artifact, else Keras), so the study scores what the
+logits store scored; TensorFlow is imported only inside `run_intervention`, and only for
+Keras models.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import warnings
@@ -23,12 +24,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ensemble_dfd import metrics as M
 from ensemble_dfd.analysis.attribution import DEGRADATIONS
 from ensemble_dfd.data.images import read_rgb, resize
 from ensemble_dfd.errors import UserError
 from ensemble_dfd.rundir import trained_models
-from ensemble_dfd.train import load_model, predict_logits
+from ensemble_dfd.stacking import metrics as M
 
 RESULT_COLUMNS = ["split", "degradation", "unit", "level", "value", "predictor", "kind", "n",
                   "acc", "auc", "tpr", "tnr"]
@@ -198,33 +198,45 @@ def results_table(split: str, steps: Sequence[Step], y: np.ndarray,
 # I/O: models, learners, the run
 
 
-def model_input_size(model_dir: Path) -> int | None:
-    """Input size recorded by the trainer (done.json), so models can be grouped by size
-    before any is loaded; None when unknown (the model is then asked after loading)."""
-    try:
-        size = json.loads((model_dir / "done.json").read_text()).get("image_size")
-        return int(size) if size else None
-    except (OSError, ValueError, TypeError):
-        return None
-
-
 def run_intervention(run_dir: Path, split: str, files: Sequence[str], y: np.ndarray,
                      models: Sequence[str], steps: Sequence[Step],
                      thresholds: Mapping[str, float] | None = None,
                      learners: Mapping[str, Any] | None = None, batch_size: int = 64,
-                     progress: bool = True) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+                     progress: bool = True, backend: str = "onnx"
+                     ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Score every base model and meta-learner on every step; returns the results table and
-    the raw scores ((len(steps) * N) per predictor, steps stacked in order)."""
-    from tqdm.auto import tqdm
-
+    the raw scores ((len(steps) * N) per predictor, steps stacked in order). `backend`: as
+    collect's (each model's fresh ONNX artifact, else Keras; "keras": always Keras)."""
     y = np.asarray(y).astype(np.int64)
     if len(files) != y.size or y.size == 0:
         raise InterventionError(f"{len(files)} files for {y.size} labels")
-    model_files = trained_models(Path(run_dir), list(models))
+    model_dirs = trained_models(Path(run_dir), list(models))
     images = [read_rgb(f) for f in files]  # native resolution, decoded once
-    sizes = {m: model_input_size(p.parent) for m, p in model_files.items()}
-    # group by input size so each size's degraded batch is built once and then freed
-    order = sorted(model_files, key=lambda m: (sizes[m] is None, sizes[m] or 0))
+    scores = _score_models(model_dirs, images, steps, split, batch_size, progress, backend)
+    kinds = {m: "single" for m in scores}
+    thresholds = dict(thresholds or {})
+    for name, lm in (learners or {}).items():
+        X = np.column_stack([scores[m] for m in lm.models])
+        scores[name] = lm.decision(X)
+        kinds[name] = "ensemble"
+        thresholds[name] = lm.threshold
+    ordered = {m: scores[m] for m in models if m in scores}
+    ordered |= {k: v for k, v in scores.items() if k not in ordered}
+    return results_table(split, steps, y, ordered, kinds, thresholds), ordered
+
+
+def _score_models(model_dirs: Mapping[str, Any], images: list[np.ndarray],
+                  steps: Sequence[Step], split: str, batch_size: int, progress: bool,
+                  backend: str) -> dict[str, np.ndarray]:
+    """Each model's logits on every degraded copy, models grouped by input size (from
+    their records, before loading) so each size's degraded batch is built once, then freed."""
+    from tqdm.auto import tqdm
+
+    from ensemble_dfd.inference.loader import load_for_inference
+    from ensemble_dfd.training.train import predict_logits
+
+    sizes = {m: d.image_size() for m, d in model_dirs.items()}
+    order = sorted(model_dirs, key=lambda m: (sizes[m] is None, sizes[m] or 0))
     scores: dict[str, np.ndarray] = {}
     batch: tuple[int, np.ndarray] | None = None
     bar = tqdm(total=len(order), desc=f"intervention {split}", unit="model",
@@ -232,7 +244,7 @@ def run_intervention(run_dir: Path, split: str, files: Sequence[str], y: np.ndar
     try:
         for ref in order:
             bar.set_postfix_str(f"{ref}: loading")
-            model = load_model(model_files[ref])
+            model, _ = load_for_inference(model_dirs[ref], backend)
             size = int(model.input_shape[1])
             if batch is None or batch[0] != size:
                 batch = None  # free the previous size's copies first
@@ -245,13 +257,4 @@ def run_intervention(run_dir: Path, split: str, files: Sequence[str], y: np.ndar
             bar.update(1)
     finally:
         bar.close()
-    kinds = {m: "single" for m in scores}
-    thresholds = dict(thresholds or {})
-    for name, lm in (learners or {}).items():
-        X = np.column_stack([scores[m] for m in lm.models])
-        scores[name] = lm.decision(X)
-        kinds[name] = "ensemble"
-        thresholds[name] = lm.threshold
-    ordered = {m: scores[m] for m in models if m in scores}
-    ordered |= {k: v for k, v in scores.items() if k not in ordered}
-    return results_table(split, steps, y, ordered, kinds, thresholds), ordered
+    return scores

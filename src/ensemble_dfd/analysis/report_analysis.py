@@ -11,8 +11,8 @@ import pandas as pd
 
 from ensemble_dfd.analysis import attribution as A
 from ensemble_dfd.analysis import disagreement as D
-from ensemble_dfd.logits import LogitMatrix
 from ensemble_dfd.rundir import FIT_SPLIT, OOF_SPLIT, Run
+from ensemble_dfd.stacking.logits import LogitMatrix
 
 PROPERTIES = ("width", "height", "area", "blur", "jpeg_quality", "brightness", "contrast")
 

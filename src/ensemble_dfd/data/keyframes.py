@@ -20,7 +20,7 @@ import numpy as np
 
 from ensemble_dfd.data.frames import FrameReport, VideoReadError, cap_width
 from ensemble_dfd.errors import UsageError
-from ensemble_dfd.limits import Deadline, Limits, check_pixels
+from ensemble_dfd.inference.limits import Deadline, Limits, check_pixels
 
 
 def _av():
@@ -57,6 +57,12 @@ def spread(items: list[int], k: int) -> list[int]:
     return [items[int(i)] for i in pick]
 
 
+def ffmpeg_reason(exc: Exception) -> str:
+    """FFmpeg's reason in words, without its errno number or the file path it repeats."""
+    reason = getattr(exc, "strerror", None) or ""
+    return reason.strip().rstrip(".") or "corrupt or unsupported video"
+
+
 def iter_keyframes(path: str | Path, max_width: int, report: FrameReport, limits: Limits,
                    deadline: Deadline) -> Iterator[tuple[int, np.ndarray]]:
     """(frame index, BGR frame) of at most ``limits.max_frames`` keyframes spread over the
@@ -69,7 +75,8 @@ def iter_keyframes(path: str | Path, max_width: int, report: FrameReport, limits
     try:
         container = av.open(str(path))
     except (av.FFmpegError, ValueError) as exc:
-        raise VideoReadError(f"{path}: cannot be read as a video ({exc})") from None
+        raise VideoReadError(f"{path}: cannot be read as a video ({ffmpeg_reason(exc)})"
+                             ) from None
     with container:
         if not container.streams.video:
             raise VideoReadError(f"{path}: has no video stream")
@@ -94,7 +101,7 @@ def iter_keyframes(path: str | Path, max_width: int, report: FrameReport, limits
                 report.kept.append(index)
                 yield index, cap_width(frame.to_ndarray(format="bgr24"), max_width)
         except av.FFmpegError as exc:
-            raise VideoReadError(f"{path}: {exc}") from None
+            raise VideoReadError(f"{path}: {ffmpeg_reason(exc)}") from None
         report.frames_read = len(keys)
     if report.frames_kept == 0:
         raise VideoReadError(f"{path}: no keyframe could be decoded (corrupt or not a video)")

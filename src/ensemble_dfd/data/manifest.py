@@ -18,9 +18,13 @@ import pandas as pd
 from ensemble_dfd import CLASS_NAMES
 
 SPLITS = ("train", "validation", "test")
-# video: the source video's id (the unit of video-level scores), written when known
-MANIFEST_COLUMNS = ("path", "split", "label", "source", "group", "video", "width", "height",
-                    "sha256")
+# video: the source video's id (the unit of video-level scores), written when known;
+# method: the manipulation (or the real footage's folder), written by the dataset readers;
+# original: the image's id in a face-crop dataset's own index (import-dfb: the frame path
+# DeepfakeBench's scores name, so its detectors' scores join ours)
+MANIFEST_COLUMNS = ("path", "split", "label", "source", "group", "video", "method",
+                    "original", "width", "height", "sha256")
+OPTIONAL_COLUMNS = ("video", "method", "original")
 
 
 # ---------------------------------------------------------------- groups
@@ -116,6 +120,23 @@ def grouped_split(groups: Sequence[str], labels: Sequence[int],
     return [mapping[str(g)] for g in groups]
 
 
+def keep_official_splits(groups: Sequence[str], labels: Sequence[int], splits: Sequence[str],
+                         ratios: Sequence[float] = (0.80, 0.19, 0.01), seed: int = 1234,
+                         allowed: Sequence[str] = SPLITS) -> list[str]:
+    """The split of each row where a dataset names one (an official split is kept, never
+    re-drawn); rows without one ('') are split by group over the ``allowed`` splits, with
+    ``ratios`` renormalised to them (e.g. Celeb-DF: its test list is the test split, the
+    rest goes to train/validation; the readers keep a group within one official split)."""
+    ratios = check_ratios(ratios)
+    todo = [i for i, s in enumerate(splits) if not s]
+    masked = [r if name in allowed else 0.0 for name, r in zip(SPLITS, ratios, strict=True)]
+    if todo and sum(masked) <= 0:
+        masked = [1.0 if name in allowed else 0.0 for name in SPLITS]
+    masked = [r / sum(masked) for r in masked] if todo else list(ratios)
+    drawn = assign_groups([groups[i] for i in todo], [labels[i] for i in todo], masked, seed)
+    return [s or drawn[str(g)] for g, s in zip(groups, splits, strict=True)]
+
+
 def balance_classes(df: pd.DataFrame, seed: int = 1234) -> pd.DataFrame:
     """Within each split, keep a seeded random subset of the larger class as large as the
     smaller one (the study's splits were about 50/50). Row order is kept."""
@@ -159,7 +180,7 @@ def layout_paths(names: Sequence[str], splits: Sequence[str], labels: Sequence[i
 def manifest_frame(rows: pd.DataFrame) -> pd.DataFrame:
     """The manifest columns in order (``video`` only when ``rows`` has it), labels written
     as Real/Fake, sorted by path."""
-    cols = [c for c in MANIFEST_COLUMNS if c != "video" or c in rows.columns]
+    cols = [c for c in MANIFEST_COLUMNS if c not in OPTIONAL_COLUMNS or c in rows.columns]
     out = rows.loc[:, cols].copy()
     out["label"] = [class_name(v) if str(v) in ("0", "1") else v for v in out["label"]]
     return out.sort_values("path", kind="stable").reset_index(drop=True)

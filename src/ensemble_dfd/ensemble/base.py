@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ensemble_dfd.errors import UserError
-from ensemble_dfd.metrics import logit, sigmoid
+from ensemble_dfd.stacking.metrics import logit, sigmoid
 
 CALIBRATIONS = (None, "temperature", "platt")
 

@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.base import clone
 
 from ensemble_dfd.ensemble.base import MetaLearnerError
-from ensemble_dfd.metrics import group_codes
+from ensemble_dfd.stacking.metrics import group_codes
 
 
 def grouped_folds(y: np.ndarray, groups: np.ndarray, n_splits: int = 5, seed=None

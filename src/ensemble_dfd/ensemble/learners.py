@@ -22,8 +22,8 @@ from ensemble_dfd.ensemble.base import (
     prob_to_logit,
 )
 from ensemble_dfd.ensemble.cv import grouped_folds
-from ensemble_dfd.logistic import newton_logistic
-from ensemble_dfd.metrics import sigmoid
+from ensemble_dfd.stacking.logistic import newton_logistic
+from ensemble_dfd.stacking.metrics import sigmoid
 
 
 def _check_calibration(value) -> None:

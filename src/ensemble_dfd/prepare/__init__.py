@@ -10,19 +10,31 @@ Sub-commands (each usable alone)::
                                                     train|validation|test/Fake|Real + manifest.csv
     stats  DATASET_DIR                              composition table + leakage check
     all    --videos DIR --labels CSV --out DIR      faces (in OUT/faces) + split + stats
+    import-dfb INDEX.json --root DIR --out DIR      a DeepfakeBench dataset JSON + frames
+
+frames, faces and all also take ``--dataset NAME --root ROOT`` instead of videos and labels:
+a public dataset's own download layout (ensemble_dfd.datasets: ffpp, dfd, celebdf, dfdc,
+dfdcp, wilddeepfake), official splits kept, files the index lists but the disk lacks in
+report.json and missing.csv (never fatal).
 
 Frames: one every ``--every`` N frames (120, the study's), one every ``--every-seconds`` S, or
 ``--frames-per-video`` N spread uniformly over each video (DeepfakeBench and icpr2020dfdc
-score 32 per video); one of the three.
+score 32 per video); one of the three. ``--frame-rule floor`` truncates positions as
+DeepfakeBench's ``np.linspace(0, n-1, N, dtype=int)`` does instead of rounding them.
 
-Face log columns: ``frames_read`` = frames the reader walked through, ``frames_kept`` = frames
+Face log columns: ``frames_read`` = frames the video holds (its packets, demuxed by the PyAV
+reader; without PyAV, the frames OpenCV walked through), ``frames_kept`` = frames
 selected by --every/--every-seconds/--frames-per-video, ``faces_saved``, ``dropped_no_face``,
 ``dropped_multi_face``, ``unreadable`` (bad image files), ``error``, ``status``.
 
-Crops: dlib's box (HOG by default), grown by ``--margin`` m on each side (m x the box's
-height above and below, m x its width left and right, clipped to the frame), so the crop
-is (1 + 2m) x the box. m = 0 (default) is the study's tight box; DeepfakeBench crops 1.3x a
-landmark-aligned face, i.e. m = 0.15 without the alignment, which prepare does not do.
+Crops: the detector's box (dlib HOG on a copy with a 960-px longer side by default,
+``--detect-size``; ``--detector blazeface`` is faster), grown by ``--margin`` m on each
+side (m x the box's height above and below, m x its width left and right, clipped to the
+frame), so the crop is (1 + 2m) x the box. m = 0 (default) is the study's tight box.
+``--align dfb``: DeepfakeBench's crop instead (five dlib landmarks, similarity transform to
+its template, 1.3x, 256 px; data/align.py), recorded in ``.prepare.json``; ``split --faces``
+and the runs trained on the dataset record it too, so ``predict`` and ``serve`` crop new
+media the same way.
 
 Groups (for `all` and `faces` on videos): a video is its own group, except a fake named
 ``<a>_<b>`` (FaceForensics++ style, 519_515 = video 519 with the face of 515) whose parts

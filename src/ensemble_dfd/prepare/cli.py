@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -12,9 +13,19 @@ from typing import Any
 import pandas as pd
 
 from ensemble_dfd.cli_common import run_main
-from ensemble_dfd.config import ConfigError, PrepareConfig, load_config, parse_overrides
+from ensemble_dfd.config import (
+    ALIGNS,
+    FRAME_RULES,
+    ConfigError,
+    PrepareConfig,
+    load_config,
+    parse_overrides,
+)
 from ensemble_dfd.data import faces as facelib
+from ensemble_dfd.data import manifest as mf
 from ensemble_dfd.data.dataset import load_dataset
+from ensemble_dfd.datasets import DESCRIPTIONS, IMAGE_DATASETS, READERS, Index, Options
+from ensemble_dfd.datasets import read_dataset as read_layout
 from ensemble_dfd.prepare.common import (
     NEAR_THRESHOLD,
     NothingUsable,
@@ -27,7 +38,16 @@ from ensemble_dfd.prepare.common import (
     write_csv,
 )
 from ensemble_dfd.prepare.extract import run_faces_stage, settings_from
-from ensemble_dfd.prepare.plan import plan_images, plan_videos, read_labels
+from ensemble_dfd.prepare.faceimages import items_from_index
+from ensemble_dfd.prepare.plan import (
+    plan_dataset,
+    plan_images,
+    plan_videos,
+    read_index,
+    read_labels,
+    write_index,
+)
+from ensemble_dfd.prepare.recipe import with_crop_of
 from ensemble_dfd.prepare.splitting import (
     dataset_stats,
     inspect_images,
@@ -60,8 +80,10 @@ def resolve(args: argparse.Namespace) -> tuple[PrepareConfig, int]:
     flags = {"every": args.every, "every_seconds": args.every_seconds,
              "frames_per_video": args.frames_per_video,
              "max_width": args.max_width, "detector": args.detector,
-             "upsample": args.upsample, "margin": args.margin,
-             "ratios": args.ratios, "jpeg_quality": args.jpeg_quality}
+             "upsample": args.upsample, "detect_size": args.detect_size,
+             "margin": args.margin,
+             "ratios": args.ratios, "jpeg_quality": args.jpeg_quality,
+             "align": args.align, "frame_rule": args.frame_rule}
     sampling = ("every", "every_seconds", "frames_per_video")
     if any(flags[k] is not None for k in sampling):  # a typed way to pick frames is the one
         for key in ("every_seconds", "frames_per_video"):
@@ -86,8 +108,11 @@ def resolve(args: argparse.Namespace) -> tuple[PrepareConfig, int]:
 
 def _params(cfg: PrepareConfig, seed: int, save_frames: bool, **inputs: Any) -> dict[str, Any]:
     settings = asdict(cfg)
-    if not settings["frames_per_video"]:  # outputs made before the key existed still match
-        del settings["frames_per_video"]
+    # outputs made before these keys existed still match while they keep their defaults
+    for key, default in (("frames_per_video", 0), ("detect_size", 0), ("align", "none"),
+                         ("frame_rule", "round")):
+        if settings[key] == default:
+            del settings[key]
     return {**settings, "seed": seed, "save_frames": save_frames, **inputs}
 
 
@@ -104,17 +129,80 @@ def _finish(out: Path, problems: Problems, summary: dict[str, Any]) -> None:
     finish_output(out)
 
 
-def frames_command(args: argparse.Namespace) -> int:
-    cfg, seed = resolve(args)
-    problems = Problems()
+def _read_layout(args: argparse.Namespace) -> Index | None:
+    """The dataset reader's index for --dataset NAME --root ROOT (None without --dataset);
+    logs what it read and what the download lacks."""
+    if not getattr(args, "dataset", None):
+        if getattr(args, "videos", None) is None and getattr(args, "frames", None) is None:
+            raise ConfigError("give --videos DIR (with --labels CSV) or --dataset NAME "
+                              "--root ROOT")
+        return None
+    if args.root is None:
+        raise ConfigError(f"--dataset {args.dataset} needs --root ROOT (its download folder)")
+    if args.videos is not None or args.labels is not None:
+        raise ConfigError("--dataset reads ROOT's own labels and splits: drop --videos/--labels")
+    index = read_layout(args.dataset, args.root, Options(
+        args.compression or "", tuple(m for m in (args.methods or "").split(",") if m),
+        str(args.splits or ""), args.part_splits or "", str(getattr(args, "index", "") or "")))
+    log(index.summary())
+    for note in index.notes:
+        log(f"note: {note}")
+    for m in index.missing[:10]:
+        log(f"missing: {m.path}: {m.reason}")
+    if len(index.missing) > 10:
+        log(f"missing: ... {len(index.missing) - 10} more (all in missing.csv)")
+    return index
+
+
+def _layout_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"dataset": args.dataset, "root": str(Path(args.root).resolve()),
+            "compression": args.compression or "", "methods": args.methods or "",
+            "splits": str(args.splits or ""), "part_splits": args.part_splits or "",
+            **({"index": file_sha256(args.index)} if getattr(args, "index", None) else {})}
+
+
+def _record_layout(out: Path, index: Index) -> dict[str, Any]:
+    """index.csv/index.json and missing.csv in OUT; the report's summary of them."""
+    write_index(out, index)
+    write_csv(out / "missing.csv", pd.DataFrame([asdict(m) for m in index.missing],
+                                                columns=["path", "reason"]))
+    return {"dataset": index.dataset, "videos_listed": len(index.rows),
+            "missing": len(index.missing), "missing_files": [asdict(m) for m in index.missing],
+            "notes": index.notes}
+
+
+def _tasks(args: argparse.Namespace, problems: Problems, what: str
+           ) -> tuple[list[Any], Index | None, dict[str, Any]]:
+    """The videos to process: from --dataset's reader, else --videos and --labels."""
+    index = _read_layout(args)
+    if index is not None:
+        return plan_dataset(index), index, _layout_inputs(args)
     labels = read_labels(args.labels, problems) if args.labels else None
     tasks = plan_videos(args.videos, labels, problems, args.labels)
     if not tasks:
-        raise NothingUsable(f"{args.videos}: no video to read")
-    params = _params(cfg, seed, True, videos=str(args.videos.resolve()),
-                     labels=file_sha256(args.labels) if args.labels else "")
+        raise NothingUsable(f"{args.videos}: {what}")
+    return tasks, None, {"videos": str(args.videos.resolve()),
+                         "labels": file_sha256(args.labels) if args.labels else ""}
+
+
+def _no_detection(index: Index | None, command: str) -> None:
+    if index is not None and index.dataset in IMAGE_DATASETS:
+        raise ConfigError(f"--dataset {index.dataset} holds face crops already (no frames or "
+                          f"detection): use `prepare all` (or import-dfb), not `{command}`")
+
+
+def frames_command(args: argparse.Namespace) -> int:
+    cfg, seed = resolve(args)
+    problems = Problems()
+    tasks, index, inputs = _tasks(args, problems, "no video to read")
+    _no_detection(index, "frames")
+    if not tasks:
+        raise NothingUsable(f"{args.root}: no video to read")
+    params = _params(cfg, seed, True, **inputs)
     if _finished_before(args, "frames", params):
         return 0
+    if index is not None:
+        args.layout_summary = _record_layout(args.out, index)
     table = _extract(args, "frames", tasks, settings_from(cfg, True, detect=False), problems)
     if table.empty:
         raise NothingUsable("no frame could be read")
@@ -125,7 +213,8 @@ def _extract(args: argparse.Namespace, stage: str, tasks: list, settings: Any,
              problems: Problems) -> pd.DataFrame:
     """Run the per-video stage, record what it made, and say so."""
     table = run_faces_stage(args.out, tasks, settings, args.workers, problems, _mapper(args))
-    _finish(args.out, problems, {stage: len(table), "videos": len(tasks)})
+    _finish(args.out, problems, {stage: len(table), "videos": len(tasks),
+                                 **getattr(args, "layout_summary", {})})
     made = "frame(s)" if stage == "frames" else "crop(s)"
     where = "" if stage == "frames" else f"; per-video log in {args.out / 'face_log.csv'}"
     log(f"{stage}: {len(table)} {made} from {len(tasks)} video(s) in {args.out}; "
@@ -136,21 +225,30 @@ def _extract(args: argparse.Namespace, stage: str, tasks: list, settings: Any,
 def faces_command(args: argparse.Namespace) -> int:
     cfg, seed = resolve(args)
     problems = Problems()
-    labels = read_labels(args.labels, problems) if args.labels else None
-    if (args.videos is None) == (args.frames is None):
-        raise ConfigError("faces: give exactly one of --videos DIR or --frames DIR")
-    if args.videos is not None:
-        tasks = plan_videos(args.videos, labels, problems, args.labels)
-        src = args.videos
+    if sum(x is not None for x in (args.videos, args.frames, args.dataset)) != 1:
+        raise ConfigError("faces: give exactly one of --videos DIR, --frames DIR or "
+                          "--dataset NAME --root ROOT")
+    if args.frames is None:
+        tasks, index, inputs = _tasks(args, problems, "nothing to detect faces in")
+        _no_detection(index, "faces")
+        src = args.root or args.videos
     else:
-        tasks = plan_images(args.frames, labels, problems, args.labels)
-        src = args.frames
+        labels = read_labels(args.labels, problems) if args.labels else None
+        tasks, index, src = plan_images(args.frames, labels, problems, args.labels), None, \
+            args.frames
+        inputs = {"input": str(src.resolve()),
+                  "labels": file_sha256(args.labels) if args.labels else ""}
     if not tasks:
         raise NothingUsable(f"{src}: nothing to detect faces in")
-    params = _params(cfg, seed, args.save_frames, input=str(src.resolve()),
-                     labels=file_sha256(args.labels) if args.labels else "")
+    params = _params(cfg, seed, args.save_frames, **inputs)
     if _finished_before(args, "faces", params):
         return 0
+    facelib.check_detector(cfg.detector)
+    if index is not None:
+        args.layout_summary = _record_layout(args.out, index)
+    elif args.frames is not None and read_index(args.frames)[0] is not None:
+        for name in ("index.csv", "index.json"):  # `frames --dataset` ran first: keep its index
+            shutil.copy2(args.frames / name, args.out / name)
     table = _extract(args, "faces", tasks, settings_from(cfg, args.save_frames), problems)
     if table.empty:
         raise NothingUsable("no face was found")
@@ -165,6 +263,7 @@ def split_command(args: argparse.Namespace) -> int:
     if args.faces is not None:
         items = split_items_from_faces(args.faces, problems)
         src = args.faces
+        cfg = with_crop_of(args.faces, cfg)  # the dataset records how its faces were made
     else:
         if args.labels is None:
             raise ConfigError("split --images needs --labels CSV (path,label[,source][,group])")
@@ -178,7 +277,8 @@ def split_command(args: argparse.Namespace) -> int:
     # A split takes seconds: an unfinished one is simply redone.
     if _finished_before(args, "split", params):
         return 0
-    manifest = make_split(items, args.out, cfg, seed, problems, args.workers)
+    fill = read_index(args.faces)[1] if args.faces is not None else mf.SPLITS
+    manifest = make_split(items, args.out, cfg, seed, problems, args.workers, fill)
     return _after_split(args.out, manifest, problems, args.near_threshold, {})
 
 
@@ -203,27 +303,55 @@ def _after_split(out: Path, manifest: pd.DataFrame, problems: Problems, near_thr
 def all_command(args: argparse.Namespace) -> int:
     cfg, seed = resolve(args)
     problems = Problems()
-    labels = read_labels(args.labels, problems)
-    tasks = plan_videos(args.videos, labels, problems, args.labels)
+    if args.dataset is None and args.labels is None:
+        raise ConfigError("all: --videos DIR needs --labels CSV (or give --dataset NAME "
+                          "--root ROOT)")
+    tasks, index, inputs = _tasks(args, problems, "no labelled video to process")
     if not tasks:
-        raise NothingUsable(f"{args.videos}: no labelled video to process")
-    params = _params(cfg, seed, args.save_frames, videos=str(args.videos.resolve()),
-                     labels=file_sha256(args.labels))
+        raise NothingUsable(f"{args.root}: no video to process")
+    params = _params(cfg, seed, args.save_frames, **inputs)
     if _finished_before(args, "all", params):
         return 0
+    facelib.check_detector(cfg.detector)
     faces_dir = args.out / "faces"
     faces_dir.mkdir(parents=True, exist_ok=True)
+    summary = _record_layout(faces_dir, index) if index is not None else {}
+    if index is not None:
+        write_csv(args.out / "missing.csv", read_csv(faces_dir / "missing.csv"))
+    if index is not None and index.dataset in IMAGE_DATASETS:
+        items = items_from_index(index, faces_dir / "crops", cfg.frames_per_video, problems)
+        summary.update(videos=len(tasks), faces=len(items))
+    else:
+        items, counts = _detect(args, cfg, tasks, faces_dir, problems)
+        summary.update(videos=len(tasks), **counts)
+    if items.empty:
+        raise NothingUsable("no labelled face to split")
+    manifest = make_split(items, args.out, cfg, seed, problems, args.workers,
+                          index.fill if index is not None else mf.SPLITS)
+    return _after_split(args.out, manifest, problems, args.near_threshold, summary)
+
+
+def import_dfb_command(args: argparse.Namespace) -> int:
+    """`all` over a DeepfakeBench index. Its frames are DeepfakeBench's aligned crops,
+    picked by linspace(dtype=int): that recipe is recorded (unless --align/--frame-rule say
+    otherwise), so runs trained on them crop and pick new media the same way. Set here, not
+    with set_defaults: the sub-commands share the parent parser's actions."""
+    args.align = "dfb" if args.align is None else args.align
+    args.frame_rule = "floor" if args.frame_rule is None else args.frame_rule
+    return all_command(args)
+
+
+def _detect(args: argparse.Namespace, cfg: PrepareConfig, tasks: list[Any], faces_dir: Path,
+            problems: Problems) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Faces of every video into FACES_DIR; the split items and the face log's counts."""
     table = run_faces_stage(faces_dir, tasks, settings_from(cfg, args.save_frames),
                             args.workers, problems, _mapper(args))
     if table.empty:
         raise NothingUsable("no face was found in any video")
     items = split_items_from_faces(faces_dir, problems)
-    manifest = make_split(items, args.out, cfg, seed, problems, args.workers)
     face_log = read_csv(faces_dir / "face_log.csv")
-    return _after_split(args.out, manifest, problems, args.near_threshold,
-                        {"videos": len(tasks),
-                         "videos_failed": int((face_log["status"] != "done").sum()),
-                         "faces": len(table)})
+    return items, {"videos_failed": int((face_log["status"] != "done").sum()),
+                   "faces": len(table)}
 
 
 def _mapper(args: argparse.Namespace) -> Any:
@@ -245,12 +373,8 @@ def _ratios(text: str) -> list[float]:
     return values
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m ensemble_dfd.prepare",
-        description="Videos -> frames -> face crops -> grouped train/validation/test splits.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _common_parser() -> argparse.ArgumentParser:
+    """The settings every sub-command that makes faces shares."""
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("settings (default: the study's; --config file, then flags)")
     g.add_argument("--config", type=Path, help="experiment TOML ([prepare] table, seed)")
@@ -264,14 +388,29 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keep N frames spread uniformly over each video instead (32 in "
                            "DeepfakeBench and icpr2020dfdc; all frames of a shorter video)")
     g.add_argument("--max-width", type=int, help="downscale wider frames to this width (640)")
-    g.add_argument("--detector", choices=facelib.DETECTORS, help="dlib HOG (default) or CNN")
-    g.add_argument("--upsample", type=int, help="times to upsample before detecting (1)")
+    g.add_argument("--detector", choices=facelib.DETECTORS,
+                   help="dlib HOG (default), dlib's CNN, or BlazeFace (needs the blazeface extra)")
+    g.add_argument("--upsample", type=int, help="times to upsample before detecting (1; "
+                   "with --detect-size 0)")
+    g.add_argument("--detect-size", type=int, metavar="PX",
+                   help="detect on a copy of the frame whose longer side is PX (no further "
+                        "upsampling), boxes mapped back; 0 = the study's search (upsample x "
+                        "on the frame). Default from [prepare] detect_size")
     g.add_argument("--margin", type=float,
                    help="border added on each side of dlib's tight face box, as a fraction "
                         "of its height (top/bottom) and width (left/right): the crop is "
                         "(1 + 2 x margin) x the box. 0 (default) = the study's tight box; "
                         "0.15 = 1.3x, DeepfakeBench's crop scale (which it applies to a "
-                        "landmark-aligned face; prepare does not align)")
+                        "landmark-aligned face: see --align)")
+    g.add_argument("--align", choices=ALIGNS,
+                   help="the crop: 'none' (default) = the detector's box (with --margin); "
+                        "'dfb' = DeepfakeBench's: five dlib landmarks, similarity transform "
+                        "to its template, 1.3x, 256 x 256 px (with --max-width 0: its crop, "
+                        "from the full frame); recorded, predict/serve crop new media the "
+                        "same way")
+    g.add_argument("--frame-rule", choices=FRAME_RULES,
+                   help="how --frames-per-video positions become frames: 'round' (default) "
+                        "or 'floor' = DeepfakeBench's np.linspace(0, n-1, N, dtype=int)")
     g.add_argument("--keep-all-faces", action="store_true",
                    help="keep every face (default: only frames with exactly one face)")
     g.add_argument("--ratios", type=_ratios, help="train,validation,test (0.80,0.19,0.01)")
@@ -289,14 +428,44 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--near-threshold", type=int, default=NEAR_THRESHOLD,
                    help=f"dHash bits: at most this many differ = near-duplicate "
                         f"({NEAR_THRESHOLD})")
+    return common
 
-    p = sub.add_parser("frames", parents=[common], help="videos -> frames (JPEG)")
-    p.add_argument("--videos", type=Path, required=True)
+
+def _layout_parser() -> argparse.ArgumentParser:
+    """--dataset NAME --root ROOT and the readers' options."""
+    layout = argparse.ArgumentParser(add_help=False)
+    g = layout.add_argument_group(
+        "a public dataset in its own download layout (instead of --videos/--labels)")
+    g.add_argument("--dataset", choices=[n for n in READERS if n != "dfb"],
+                   help="; ".join(f"{n}: {d}" for n, d in DESCRIPTIONS.items() if n != "dfb"))
+    g.add_argument("--root", type=Path, help="the dataset's download folder")
+    g.add_argument("--compression", help="FF++/DFD compression level: raw, c23 (default), c40")
+    g.add_argument("--methods", help="comma-separated methods to read (FF++: Deepfakes,"
+                                     "Face2Face,FaceSwap,NeuralTextures,FaceShifter; default "
+                                     "every one on disk)")
+    g.add_argument("--splits", type=Path, metavar="DIR",
+                   help="FF++: folder of the official train/val/test.json (ROOT/splits)")
+    g.add_argument("--part-splits", metavar="SPEC",
+                   help="DFDC: parts per split (train=0-34,validation=35-39,test=40-49), or "
+                        "'group' for a grouped split by --ratios (DFD: 'group' splits it "
+                        "instead of all-test)")
+    return layout
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ensemble_dfd.prepare",
+        description="Videos -> frames -> face crops -> grouped train/validation/test splits.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common, layout = _common_parser(), _layout_parser()
+    p = sub.add_parser("frames", parents=[common, layout], help="videos -> frames (JPEG)")
+    p.add_argument("--videos", type=Path)
     p.add_argument("--labels", type=Path, help="CSV path,label[,source] (carried along)")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=frames_command)
 
-    p = sub.add_parser("faces", parents=[common], help="videos or frames -> face crops")
+    p = sub.add_parser("faces", parents=[common, layout],
+                       help="videos or frames -> face crops")
     p.add_argument("--videos", type=Path, help="folder of videos (frames stay in memory)")
     p.add_argument("--frames", type=Path, help="a `prepare frames` output or image folder")
     p.add_argument("--labels", type=Path, help="CSV path,label[,source][,group]")
@@ -317,12 +486,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0)
     p.set_defaults(func=stats_command)
 
-    p = sub.add_parser("all", parents=[common], help="videos + labels -> dataset")
-    p.add_argument("--videos", type=Path, required=True)
-    p.add_argument("--labels", type=Path, required=True, help="CSV path,label[,source]")
+    p = sub.add_parser("all", parents=[common, layout],
+                       help="videos + labels (or --dataset) -> dataset")
+    p.add_argument("--videos", type=Path)
+    p.add_argument("--labels", type=Path, help="CSV path,label[,source][,group][,split]")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--save-frames", action="store_true", help="also write kept frames as JPEG")
     p.set_defaults(func=all_command)
+    p = sub.add_parser("import-dfb", parents=[common],
+                       help="a DeepfakeBench dataset JSON and its frames -> dataset")
+    p.add_argument("index", type=Path, help="DeepfakeBench dataset JSON (rearrange.py's)")
+    p.add_argument("--root", type=Path, required=True,
+                   help="folder its relative frame paths start from")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--compression", help="keep only this FF++ level (c23, ...) of the index")
+    p.set_defaults(func=import_dfb_command, dataset="dfb", videos=None, labels=None,
+                   methods=None, splits=None, part_splits=None, save_frames=False)
     return parser
 
 

@@ -45,14 +45,17 @@ FRAME_COLUMNS = ("path", "video", "frame_index", "label", "source", "group")
 
 # What each command may write into --out: --overwrite removes these and nothing else.
 OUTPUTS = {
-    "frames": ("frames", "frames.csv", "frame_log.csv", "report.json", "prepare.log"),
-    "faces": ("crops", "frames", "faces.csv", "face_log.csv", "report.json", "prepare.log"),
+    "frames": ("frames", "frames.csv", "frame_log.csv", "report.json", "prepare.log",
+               "index.csv", "index.json", "missing.csv"),
+    "faces": ("crops", "frames", "faces.csv", "face_log.csv", "report.json", "prepare.log",
+              "index.csv", "index.json", "missing.csv"),
     "split": ("train", "validation", "test", "manifest.csv", "composition.csv",
               "leakage.csv", "report.json", "prepare.log"),
 }
 
 
-OUTPUTS["all"] = tuple(dict.fromkeys(("faces",) + OUTPUTS["split"]))
+OUTPUTS["all"] = tuple(dict.fromkeys(("faces", "missing.csv") + OUTPUTS["split"]))
+OUTPUTS["import-dfb"] = OUTPUTS["all"]
 
 
 class NothingUsable(UserError, RuntimeError):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ensemble_dfd.config import ConfigError
+from ensemble_dfd.cli_common import dask_client
 from ensemble_dfd.prepare.common import LOG_COLUMNS, label_text, log
 from ensemble_dfd.prepare.plan import VideoTask
 
@@ -43,24 +43,18 @@ def failed_result(task: VideoTask, error: str) -> dict[str, Any]:
 def open_client(target: DaskTarget) -> tuple[Any, Any]:
     """(client, local cluster or None). A local cluster has one single-threaded worker
     process per core (dlib and video decoding hold the GIL, so threads would not help)."""
-    try:
-        import dask
-        from dask.distributed import Client, LocalCluster
-    except ImportError as exc:
-        raise ConfigError("--scheduler/--dask-workers need dask[distributed] "
-                          "(pip install -e '.[dask]')") from exc
-    if target.scheduler:
-        try:
-            return Client(target.scheduler, timeout="30s"), None
-        except OSError as exc:
-            raise ConfigError(f"--scheduler {target.scheduler}: cannot connect ({exc})") from exc
+    import dask
+
+    distributed, client = dask_client(target.scheduler)
+    if client is not None:
+        return client, None
     # worker processes start as the local pool's do (fork on Linux): spawned ones import
     # the package and load the detector again, ~2 s of a short run (prepare_throughput)
     with dask.config.set({"distributed.worker.multiprocessing-method":
                           multiprocessing.get_start_method()}):
-        cluster = LocalCluster(n_workers=target.workers or os.cpu_count() or 1,
+        cluster = distributed.LocalCluster(n_workers=target.workers or os.cpu_count() or 1,
                                threads_per_worker=1, processes=True, dashboard_address=None)
-    return Client(cluster), cluster
+    return distributed.Client(cluster), cluster
 
 
 def map_tasks(client: Any, process: Callable[..., dict[str, Any]],

@@ -19,6 +19,7 @@ from ensemble_dfd.data import faces as facelib
 from ensemble_dfd.data import frames as framelib
 from ensemble_dfd.data.images import ImageReadError, read_rgb
 from ensemble_dfd.data.jpeg import encode_jpeg
+from ensemble_dfd.inference.limits import LimitExceeded
 from ensemble_dfd.prepare.common import (
     FACE_COLUMNS,
     FRAME_COLUMNS,
@@ -47,20 +48,25 @@ class Settings:
     save_frames: bool = False
     detect: bool = True
     frames_per_video: int = 0  # >0: this many frames spread over the video, not every N
+    align: str = "none"  # "dfb": DeepfakeBench's landmark-aligned crop (data/align.py)
+    frame_rule: str = "round"  # "floor": DeepfakeBench's linspace(..., dtype=int) pick
+    detect_size: int = 0  # >0: detect on a copy with this longer side (faces.find_faces)
 
 
 def settings_from(cfg: PrepareConfig, save_frames: bool, detect: bool = True) -> Settings:
     return Settings(cfg.every, cfg.every_seconds, cfg.max_width, cfg.detector, cfg.upsample,
                     cfg.margin, cfg.one_face_only, cfg.jpeg_quality, save_frames, detect,
-                    cfg.frames_per_video)
+                    cfg.frames_per_video, cfg.align, cfg.frame_rule, cfg.detect_size)
 
 
 def video_frames(path: str, s: Settings, report: framelib.FrameReport
                  ) -> Iterator[tuple[int, np.ndarray]]:
     """The frames of one video that `prepare` keeps: N spread over it, or every N-th."""
     if s.frames_per_video:
-        return framelib.iter_frames_spread(path, s.frames_per_video, s.max_width, report)
-    return framelib.iter_frames(path, s.every, s.every_seconds, s.max_width, report)
+        return framelib.iter_frames_spread(path, s.frames_per_video, s.max_width, report,
+                                           s.frame_rule)
+    return framelib.iter_frames(path, s.every, s.every_seconds, s.max_width, report,
+                                s.frame_rule)
 
 
 def write_jpeg(path: Path, rgb: np.ndarray, quality: int) -> None:
@@ -113,7 +119,8 @@ def process(task: VideoTask, out: str, s: Settings) -> dict[str, Any]:
             return
         dropped: dict[str, int] = {}
         for k, (box, face) in enumerate(facelib.iter_kept_faces(
-                rgb, s.upsample, s.detector, s.one_face_only, s.margin, dropped)):
+                rgb, s.upsample, s.detector, s.one_face_only, s.margin, dropped,
+                detect_size=s.detect_size, align=s.align)):
             cpath = crop_dir / crop_name(name, k)
             write_jpeg(cpath, face, s.jpeg_quality)
             top, right, bottom, left = box
@@ -145,8 +152,8 @@ def process(task: VideoTask, out: str, s: Settings) -> dict[str, Any]:
                     continue
                 row["frames_kept"] += 1
                 handle(index, name, framelib.cap_width(bgr, s.max_width))
-    except framelib.VideoReadError as exc:
-        errors.append(str(exc))
+    except (framelib.VideoReadError, LimitExceeded) as exc:  # e.g. a packet index past
+        errors.append(str(exc))                              # the reader's bounds
         row["status"] = "failed"
     except (cv2.error, OSError, RuntimeError) as exc:  # dlib raises RuntimeError
         errors.append(f"{task.path or task.video}: {type(exc).__name__}: {exc}")

@@ -12,11 +12,14 @@ from ensemble_dfd.data import frames as framelib
 from ensemble_dfd.data import manifest as mf
 from ensemble_dfd.data.dataset import DatasetError, parse_label
 from ensemble_dfd.data.images import IMAGE_SUFFIXES
-from ensemble_dfd.prepare.common import Problems, read_csv
+from ensemble_dfd.datasets import Index
+from ensemble_dfd.prepare.common import Problems, read_csv, write_csv
+from ensemble_dfd.runio import read_json, write_json
 
 
 def read_labels(path: Path, problems: Problems) -> pd.DataFrame:
-    """Labels CSV ``path,label[,source][,group]`` -> rows with label 0/1; bad rows skipped."""
+    """Labels CSV ``path,label[,source][,group][,split]`` -> rows with label 0/1 (and the
+    given split, kept by `split`, where the CSV has that column); bad rows skipped."""
     if not path.is_file():
         raise ConfigError(f"{path}: labels CSV not found")
     try:
@@ -44,9 +47,20 @@ def read_labels(path: Path, problems: Problems) -> pd.DataFrame:
             problems.add(p, f"listed twice in {path}; first row kept")
             continue
         seen.add(p)
+        split = SPLIT_NAMES.get(str(rec.get("split", "")).strip().lower())
+        if split is None:
+            problems.add(p, f"{where}: split {rec['split']!r} is not train, validation or "
+                         "test", "skipped")
+            continue
         rows.append({"path": p, "label": label, "source": str(rec.get("source", "")).strip(),
-                     "group": str(rec.get("group", "")).strip()})
-    return pd.DataFrame(rows, columns=["path", "label", "source", "group"])
+                     "group": str(rec.get("group", "")).strip(), "split": split})
+    columns = ["path", "label", "source", "group"] + (["split"] if "split" in df else [])
+    return pd.DataFrame(rows, columns=["path", "label", "source", "group", "split"])[columns]
+
+
+# a labels CSV's optional split column: kept as given ('' = the splitter decides)
+SPLIT_NAMES = {"": "", "train": "train", "val": "validation", "validation": "validation",
+               "test": "test"}
 
 
 @dataclass
@@ -153,3 +167,42 @@ def plan_images(folder: Path, labels: pd.DataFrame | None, problems: Problems,
     if not units:
         problems.add(folder, "no usable image found", "error")
     return list(units.values())
+
+
+# ---------------------------------------------------------------- public dataset layouts
+
+INDEX_FILE = "index.csv"  # the dataset reader's rows, beside faces.csv / frames.csv
+INDEX_INFO = "index.json"  # which dataset, where, and the splits unsplit rows may take
+INDEX_COLUMNS = ("video", "path", "label", "split", "source", "method", "compression", "group")
+
+
+def plan_dataset(index: Index) -> list[VideoTask]:
+    """One task per video a dataset reader found (its rows carry label, source, group)."""
+    return [VideoTask(video=r.video, label=r.label, source=r.source, group=r.group,
+                      path=r.path if not r.frames else "",
+                      images=[(f, i, f"{r.video}_{Path(f).stem}")
+                              for i, f in enumerate(r.frames)])
+            for r in sorted(index.rows, key=lambda r: r.video)]
+
+
+def index_table(index: Index) -> pd.DataFrame:
+    return pd.DataFrame([{"video": r.video, "path": r.path, "label": r.label,
+                          "split": r.split, "source": r.source, "method": r.method,
+                          "compression": r.compression, "group": r.group}
+                         for r in index.rows], columns=INDEX_COLUMNS)
+
+
+def write_index(out: Path, index: Index) -> None:
+    """index.csv + index.json in OUT, so a later `split` keeps the official splits."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / INDEX_FILE, index_table(index))
+    write_json(out / INDEX_INFO, {"dataset": index.dataset, "root": index.root,
+                                  "fill": list(index.fill), "missing": len(index.missing)})
+
+
+def read_index(folder: Path) -> tuple[pd.DataFrame | None, tuple[str, ...]]:
+    """A dataset reader's rows written in ``folder`` (None when absent) and their fill."""
+    if not (folder / INDEX_FILE).is_file():
+        return None, mf.SPLITS
+    info = read_json(folder / INDEX_INFO) if (folder / INDEX_INFO).is_file() else {}
+    return read_csv(folder / INDEX_FILE), tuple(info.get("fill", mf.SPLITS))

@@ -23,6 +23,7 @@ from ensemble_dfd.prepare.common import (
     read_csv,
     write_csv,
 )
+from ensemble_dfd.prepare.plan import read_index
 from ensemble_dfd.runio import sha256_file
 
 
@@ -69,8 +70,11 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 def make_split(items: pd.DataFrame, out: Path, cfg: PrepareConfig, seed: int,
-               problems: Problems, workers: int = 0) -> pd.DataFrame:
-    """items: file (absolute), name, label (0/1), source, group -> the dataset in OUT.
+               problems: Problems, workers: int = 0,
+               fill: Sequence[str] = mf.SPLITS) -> pd.DataFrame:
+    """items: file (absolute), name, label (0/1), source, group [, video, method, split]
+    -> the dataset in OUT. A ``split`` column (a dataset's official split) is kept; rows
+    without one are split by group over ``fill`` (mf.keep_official_splits).
 
     Writes OUT/<split>/<Fake|Real>/<name> and OUT/manifest.csv (written last, atomically, so
     a dataset with a manifest is complete). Returns the manifest with a dhash column.
@@ -86,8 +90,13 @@ def make_split(items: pd.DataFrame, out: Path, cfg: PrepareConfig, seed: int,
     items = pd.concat([items, info_df], axis=1)
     if items.empty:
         raise NothingUsable("no readable labelled image to split")
-    items["split"] = mf.grouped_split(items["group"].tolist(), items["label"].tolist(),
-                                      cfg.ratios, seed)
+    if "split" in items.columns:
+        items["split"] = mf.keep_official_splits(
+            items["group"].tolist(), items["label"].tolist(), items["split"].tolist(),
+            cfg.ratios, seed, fill)
+    else:
+        items["split"] = mf.grouped_split(items["group"].tolist(), items["label"].tolist(),
+                                          cfg.ratios, seed)
     if cfg.balance:
         before = len(items)
         items = mf.balance_classes(items, seed).reset_index(drop=True)
@@ -144,7 +153,18 @@ def split_items_from_faces(faces_dir: Path, problems: Problems) -> pd.DataFrame:
                      "label": parse_label(rec["label"], str(table_path)),
                      "source": rec["source"], "group": rec["group"] or rec["video"],
                      "video": rec["video"]})
-    return pd.DataFrame(rows, columns=["file", "name", "label", "source", "group", "video"])
+    items = pd.DataFrame(rows, columns=["file", "name", "label", "source", "group", "video"])
+    return with_index(items, faces_dir)
+
+
+def with_index(items: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """Items plus the official split and method of their video, where a dataset reader's
+    index.csv lies in ``folder`` (`prepare ... --dataset`); unchanged otherwise."""
+    table, _ = read_index(folder)
+    if table is None:
+        return items
+    extra = table[["video", "split", "method"]].drop_duplicates("video")
+    return items.merge(extra, on="video", how="left").fillna({"split": "", "method": ""})
 
 
 def split_items_from_images(folder: Path, labels: pd.DataFrame, problems: Problems,
@@ -167,11 +187,13 @@ def split_items_from_images(folder: Path, labels: pd.DataFrame, problems: Proble
             continue
         seen.add(rel)
         rows.append({"file": str(f), "name": f.name, "label": int(rec["label"]),
-                     "source": rec["source"], "group": rec["group"] or f.stem})
+                     "source": rec["source"], "group": rec["group"] or f.stem,
+                     **({"split": rec["split"]} if "split" in rec else {})})
     for rel in sorted(set(info) - seen):
         if (folder / rel).suffix.lower() in IMAGE_SUFFIXES or not (folder / rel).exists():
             problems.add(folder / rel, "listed in the labels CSV but not found")
     if rows and not labels["group"].any():
         log("split: the labels CSV has no group column: every image is its own group, so "
             "frames of one video may land in different splits")
-    return pd.DataFrame(rows, columns=["file", "name", "label", "source", "group"])
+    return pd.DataFrame(rows, columns=["file", "name", "label", "source", "group",
+                                       *(["split"] if "split" in labels else [])])

@@ -9,10 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ensemble_dfd import metrics as M
-from ensemble_dfd.comparison import Comparison, SplitScores
 from ensemble_dfd.ensemble.saved import save_meta_learner
-from ensemble_dfd.power import headline_rows
 from ensemble_dfd.reports.figures import ci_figure, roc_figure, save_figure
 from ensemble_dfd.reports.tables import fmt_ci, fmt_value, write_csv, write_markdown
 from ensemble_dfd.rundir import (
@@ -26,6 +23,9 @@ from ensemble_dfd.rundir import (
     train_set_name,
 )
 from ensemble_dfd.runio import atomic_write, environment, write_json
+from ensemble_dfd.stacking import metrics as M
+from ensemble_dfd.stacking.comparison import Comparison, SplitScores
+from ensemble_dfd.stacking.power import headline_rows
 
 
 def weights_table(fitted: dict[str, Any], models: list[str]) -> pd.DataFrame:
@@ -154,15 +154,19 @@ def write_figures(folder: Path, split_scores: dict[str, SplitScores], table: pd.
         save_figure(fig, folder / f"metrics_ci_{split}.png")
 
 
-CROSS_COLUMNS = ["train_set", "eval_set", "level", "predictor", "n", "n_groups", "auc",
-                 "auc_lo", "auc_hi"]
+CROSS_COLUMNS = ["train_set", "eval_set", "level", "source", "predictor", "n", "n_groups",
+                 "auc", "auc_lo", "auc_hi"]
 
 
 def cross_dataset(table: pd.DataFrame, train_set: str, best: str) -> pd.DataFrame:
     """Train set x evaluation set, frame and video AUC with CIs, for the best single model
-    and every ensemble (all sources; the fit split's out-of-fold rows left out)."""
-    t = table[(table["source"] == "all") & (table["split"] != OOF_SPLIT)
+    and every ensemble: all sources, then per source (a dataset reader's source names the
+    method, e.g. ffpp-c23-FaceSwap: which manipulation fools which model); the fit split's
+    out-of-fold rows left out."""
+    t = table[(table["split"] != OOF_SPLIT)
               & ((table["kind"] == "ensemble") | (table["predictor"] == best))]
+    t = t.assign(_all=t["source"] != "all").sort_values(
+        ["split", "level", "_all", "source"], kind="stable")
     t = t.rename(columns={"split": "eval_set"}).assign(train_set=train_set)
     return t[CROSS_COLUMNS].reset_index(drop=True)
 

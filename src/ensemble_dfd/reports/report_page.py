@@ -12,7 +12,6 @@ from ensemble_dfd.analysis import answers as AN
 from ensemble_dfd.analysis.answers import Answer
 from ensemble_dfd.analysis.report_analysis import SplitResult
 from ensemble_dfd.data.images import read_rgb
-from ensemble_dfd.logits import IMAGES_FILE
 from ensemble_dfd.reports import comparison_tables as CT
 from ensemble_dfd.reports.figures import (
     degradation_figure,
@@ -24,6 +23,7 @@ from ensemble_dfd.reports.figures import (
 )
 from ensemble_dfd.reports.html import HtmlReport, thumbnail_jpeg
 from ensemble_dfd.reports.tables import write_csv
+from ensemble_dfd.stacking.logits import IMAGES_FILE
 
 
 def write_split(folder: Path, r: SplitResult, best: str | None, primary: str | None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ensemble_dfd import metrics as M
+from ensemble_dfd.stacking import metrics as M
 
 AGGREGATES = ("mean_logit", "mean_prob", "confident")
 CONFIDENT_T = 0.8

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ensemble_dfd.metrics import sigmoid
+from ensemble_dfd.stacking.metrics import sigmoid
 
 
 @dataclass(frozen=True)

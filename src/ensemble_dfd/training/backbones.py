@@ -248,7 +248,7 @@ def build_model(
     inputs = keras.Input(shape=(size, size, 3), name="image")
     x = inputs
     if flip or rotation > 0:
-        from ensemble_dfd.augment import augment_layer
+        from ensemble_dfd.training.augment import augment_layer
 
         # RandomFlip + RandomRotation's sampling in one layer that is fast under every backend
         x = augment_layer()(flip, rotation, name="augment")(x)

@@ -7,7 +7,6 @@ continuing the epoch count. An interrupted run resumes from the last finished ep
 
 from __future__ import annotations
 
-import csv
 import shutil
 import tempfile
 import time
@@ -19,17 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from ensemble_dfd import backbones
-from ensemble_dfd.config import RunConfig, for_model
 from ensemble_dfd.data.stream import fit_arguments
-from ensemble_dfd.runio import atomic_write, read_json, write_json
-
-HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy",
-                   "seconds", "images_per_second", "lr"]
-MODEL_FILE = "model.keras"
-CHECKPOINT_FILE = "checkpoint.keras"
-STATE_FILE = "state.json"
-DONE_FILE = "done.json"
+from ensemble_dfd.runio import atomic_write
+from ensemble_dfd.training import backbones
+from ensemble_dfd.training.modeldir import ModelDir
+from ensemble_dfd.training.plan import ModelPlan
 
 
 @dataclass
@@ -41,17 +34,6 @@ class TrainData:
     y_train: np.ndarray
     x_val: Any
     y_val: np.ndarray
-
-
-def image_size_for(backbone: backbones.Backbone, cfg: RunConfig) -> int:
-    """Per-model override, else the run's size, else the backbone's own (study) size."""
-    size = cfg.data.image_size_per_model.get(backbone.ref) or cfg.data.image_size
-    return int(size or backbone.input_size)
-
-
-def fine_tune_at(backbone: backbones.Backbone, cfg: RunConfig) -> int:
-    at = for_model(cfg.train, backbone.ref).fine_tune_at
-    return backbone.fine_tune_at if at < 0 else at
 
 
 def make_optimizer(name: str, lr: float) -> Any:
@@ -144,7 +126,7 @@ def start_phase_two(model: Any, base: Any, ft_at: int, optimizer_before: str,
 
 def register_layers() -> None:
     """Register the package's custom Keras layers (preprocess, augmentation) before loading."""
-    from ensemble_dfd.augment import augment_layer
+    from ensemble_dfd.training.augment import augment_layer
 
     backbones._preprocess_layer()
     augment_layer()
@@ -186,11 +168,13 @@ def load_model(path: str | Path, compile: bool = True) -> Any:
     return keras.models.load_model(path, compile=compile)
 
 
-def _epoch_recorder(out_dir: Path, phase: int, n_train: int) -> Any:
+def _epoch_recorder(model_dir: ModelDir, phase: int, n_train: int,
+                    tracker: Any = None) -> Any:
     import keras
 
     class EpochRecorder(keras.callbacks.Callback):
-        """Append history.csv, save a checkpoint and state.json after every epoch."""
+        """Append the epoch's history row, save a checkpoint and its state after every
+        epoch; hand the row to the tracker (training.tracking: TensorBoard event files)."""
 
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self.t0 = time.perf_counter()
@@ -203,60 +187,47 @@ def _epoch_recorder(out_dir: Path, phase: int, n_train: int) -> Any:
                    "images_per_second": round(n_train / seconds, 2), "lr": lr}
             for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
                 row[key] = float(logs[key]) if key in logs else float("nan")
-            history = out_dir / "history.csv"
-            new = not history.exists()
-            with history.open("a", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS)
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
-            save_model(self.model, out_dir / CHECKPOINT_FILE)
-            write_json(out_dir / STATE_FILE, {"phase": phase, "epoch": epoch + 1})
+            model_dir.append_history(row)
+            if tracker is not None:
+                tracker.epoch(row)
+            save_model(self.model, model_dir.checkpoint_file)
+            model_dir.write_state(phase, epoch + 1)
 
     return EpochRecorder()
 
 
-def _trim_history(out_dir: Path, epochs_done: int) -> None:
-    """Drop history rows past the last checkpoint (an epoch that ran but was not saved)."""
-    history = out_dir / "history.csv"
-    if not history.exists():
-        return
-    with history.open() as fh:
-        rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) <= epochs_done]
-    def write(p: Path) -> None:
-        with p.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-    atomic_write(history, write)
-
-
 def train_one(
-    backbone: backbones.Backbone,
-    cfg: RunConfig,
+    plan: ModelPlan,
     data: TrainData,
-    out_dir: Path,
+    model_dir: ModelDir,
     log: Callable[[str], None] = print,
-    hparams: dict[str, Any] | None = None,
     callbacks: list[Any] | None = None,
+    tracker: Any = None,
 ) -> dict[str, Any]:
-    """Train (or resume) one model into out_dir; return the summary written to done.json.
+    """Train (or resume) one planned model into its folder; return the summary recorded
+    when it finished (a finished model is skipped: its summary is returned, untouched).
 
     With several devices the model is built and fit data-parallel over all of them
     (accel.distribution_scope). `callbacks` are added to both phases' fits (benchmarks time
-    the steps with them)."""
-    from ensemble_dfd import accel
+    the steps with them). A tuning result is applied to the plan first (`plan.tuned`). A
+    `tracker` (training.tracking.ModelTracker) gets the plan's resolved hyperparameters and
+    every epoch's history row."""
+    if model_dir.finished():
+        log(f"{plan.ref}: finished earlier, skipping ({model_dir.done_file})")
+        return model_dir.summary()
+    from ensemble_dfd.training import accel
 
-    if (out_dir / DONE_FILE).exists():
-        log(f"{backbone.ref}: finished earlier, skipping ({out_dir / DONE_FILE})")
-        return read_json(out_dir / DONE_FILE)
     with accel.distribution_scope(log) as replicas:
         if replicas > 1:
-            if cfg.data.batch_size % replicas:
-                raise ValueError(f"batch size {cfg.data.batch_size} does not split over "
+            if plan.batch_size % replicas:
+                raise ValueError(f"batch size {plan.batch_size} does not split over "
                                  f"{replicas} devices; use a multiple of {replicas}")
             data = even_split(data, replicas, log)
-        return _train_one(backbone, cfg, data, out_dir, log, hparams, callbacks)
+        try:
+            return _train_one(plan, data, model_dir, log, callbacks, tracker)
+        finally:
+            if tracker is not None:
+                tracker.close()
 
 
 def even_split(data: TrainData, replicas: int, log: Callable[[str], None]) -> TrainData:
@@ -271,76 +242,76 @@ def even_split(data: TrainData, replicas: int, log: Callable[[str], None]) -> Tr
                      data.y_val[:keep_v])
 
 
-def _train_one(backbone: backbones.Backbone, cfg: RunConfig, data: TrainData, out_dir: Path,
-               log: Callable[[str], None], hparams: dict[str, Any] | None,
-               callbacks: list[Any] | None) -> dict[str, Any]:
+def _start_or_resume(plan: ModelPlan, model_dir: ModelDir,
+                     log: Callable[[str], None]) -> tuple[Any, Any, int, int]:
+    """(model, base, epochs done, phase): from the last checkpoint, else a new model
+    compiled for phase 1 (its parameter table written at once, so that a run killed later
+    still has it after resuming)."""
+    t = plan.train
+    state = model_dir.progress()
+    if state:
+        done = int(state["epoch"])
+        log(f"{plan.ref}: resuming after epoch {done} (phase {state['phase']})")
+        model_dir.trim_history(done)
+        model = load_model(model_dir.checkpoint_file)
+        flat_step_functions(model)  # compiled by Keras from the file: its own step functions
+        return model, backbones.find_base(model), done, int(state["phase"])
+    model_dir.clear_history()
+    model, base = backbones.build_model(
+        plan.backbone, plan.image_size, t.weights, t.dropout, t.flip, t.rotation,
+        freeze_base=t.freeze_base, base_bn_training=t.base_bn_training,
+        bn_momentum=t.bn_momentum)
+    compile_model(model, t.optimizer_frozen, t.lr_frozen)
+    model_dir.write_params({"before_unfreeze": backbones.param_table(model, base)})
+    return model, base, 0, 1
+
+
+def _train_one(plan: ModelPlan, data: TrainData, model_dir: ModelDir,
+               log: Callable[[str], None], callbacks: list[Any] | None,
+               tracker: Any = None) -> dict[str, Any]:
     import keras
 
-    hparams = hparams or {}
-    t = for_model(cfg.train, backbone.ref)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    size = image_size_for(backbone, cfg)
-    ft_at = int(hparams.get("fine_tune_at", fine_tune_at(backbone, cfg)))
-    lr_ft = float(hparams.get("lr_finetune", t.lr_finetune))
-    dropout = float(hparams.get("dropout", t.dropout))
-    e1, e2 = t.epochs_frozen, t.epochs_finetune
-    keras.utils.set_random_seed(cfg.seed)
+    t = plan.train
+    e1, e2 = plan.epochs
+    model_dir.path.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(plan.seed)
+    model, base, done, phase = _start_or_resume(plan, model_dir, log)
+    if tracker is not None:
+        from ensemble_dfd.training.tracking import plan_hparams
 
-    state = read_json(out_dir / STATE_FILE) if (out_dir / STATE_FILE).exists() else None
-    if state and (out_dir / CHECKPOINT_FILE).exists():
-        done = int(state["epoch"])
-        log(f"{backbone.ref}: resuming after epoch {done} (phase {state['phase']})")
-        _trim_history(out_dir, done)
-        model = load_model(out_dir / CHECKPOINT_FILE)
-        flat_step_functions(model)  # compiled by Keras from the file: its own step functions
-        base = backbones.find_base(model)
-        phase = int(state["phase"])
-    else:
-        (out_dir / "history.csv").unlink(missing_ok=True)
-        done, phase = 0, 1
-        model, base = backbones.build_model(
-            backbone, size, t.weights, dropout, t.flip, t.rotation,
-            freeze_base=t.freeze_base, base_bn_training=t.base_bn_training,
-            bn_momentum=t.bn_momentum)
-        compile_model(model, t.optimizer_frozen, t.lr_frozen)
-        # written now: a run killed later still has its phase-1 table after resuming
-        write_json(out_dir / "params.json",
-                   {"before_unfreeze": backbones.param_table(model, base)})
-    params: dict[str, Any] = {}
-
+        tracker.start(plan_hparams(plan, keras.backend.backend(), len(data.x_train)), done)
     fit_kw, feed = fit_arguments(data.x_train, data.y_train, data.x_val, data.y_val,
-                                 cfg.data.batch_size, cfg.seed, cfg.data.workers)
+                                 plan.batch_size, plan.seed, plan.data.workers)
+
+    def fit(phase: int, first: int, last: int) -> None:
+        model.fit(initial_epoch=first, epochs=last,
+                  callbacks=[_epoch_recorder(model_dir, phase, len(data.x_train), tracker),
+                             *feed,
+                             *(callbacks or [])],
+                  verbose=2, **fit_kw)
+
     t0 = time.perf_counter()
     if phase == 1 and done < e1:
-        model.fit(initial_epoch=done, epochs=e1,
-                  callbacks=[_epoch_recorder(out_dir, 1, len(data.x_train)), *feed,
-                             *(callbacks or [])],
-                  verbose=2, **fit_kw)
+        fit(1, done, e1)
         done = e1
     if phase == 1:
-        start_phase_two(model, base, ft_at, t.optimizer_frozen, t.optimizer_finetune, lr_ft)
-    params["after_unfreeze"] = backbones.param_table(model, base)
+        start_phase_two(model, base, plan.fine_tune_at, t.optimizer_frozen,
+                        t.optimizer_finetune, t.lr_finetune)
+    after = backbones.param_table(model, base)
     if done < e1 + e2:
-        model.fit(initial_epoch=done, epochs=e1 + e2,
-                  callbacks=[_epoch_recorder(out_dir, 2, len(data.x_train)), *feed,
-                             *(callbacks or [])],
-                  verbose=2, **fit_kw)
-
-    save_model(model, out_dir / MODEL_FILE)
-    params_path = out_dir / "params.json"
-    old_params = read_json(params_path) if params_path.exists() else {}
-    params = {**old_params, **params, "ref": backbone.ref, "backbone": backbone.name,
-              "image_size": size, "fine_tune_at": ft_at,
-              "study": backbone.study.__dict__ if backbone.study else None}
-    write_json(params_path, params)
-    summary = {"ref": backbone.ref, "backbone": backbone.name, "image_size": size,
-               "epochs": e1 + e2, "fine_tune_at": ft_at, "lr_finetune": lr_ft,
-               "dropout": dropout, "train_seconds_this_process": round(time.perf_counter() - t0, 1),
-               "n_train": len(data.x_train), "n_val": len(data.x_val)}
-    write_json(out_dir / DONE_FILE, summary)
-    (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
-    (out_dir / STATE_FILE).unlink(missing_ok=True)  # done.json is the record now
-    return summary
+        fit(2, done, e1 + e2)
+    save_model(model, model_dir.model_file)
+    bb = plan.backbone
+    model_dir.write_params({**model_dir.params(), "after_unfreeze": after, "ref": plan.ref,
+                            "backbone": bb.name, "image_size": plan.image_size,
+                            "fine_tune_at": plan.fine_tune_at,
+                            "study": bb.study.__dict__ if bb.study else None})
+    return model_dir.finish({
+        "ref": plan.ref, "backbone": bb.name, "image_size": plan.image_size,
+        "epochs": e1 + e2, "fine_tune_at": plan.fine_tune_at,
+        "lr_finetune": t.lr_finetune, "dropout": t.dropout,
+        "train_seconds_this_process": round(time.perf_counter() - t0, 1),
+        "n_train": len(data.x_train), "n_val": len(data.x_val)})
 
 
 def predict_logits(model: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

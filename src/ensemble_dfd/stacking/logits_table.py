@@ -21,10 +21,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ensemble_dfd.logits import IMAGES_FILE, LOGIT_COLUMNS, LOGITS_FILE, StoreError, sort_store
-from ensemble_dfd.logits import validate as validate_store
+from ensemble_dfd.datasets.dfb_scores import dataset_keys, to_logits_table
 from ensemble_dfd.rundir import CONFIG_FILE, FIT_SPLIT, OOF_SPLIT, STACK_DIR
 from ensemble_dfd.runio import atomic_write, guard_overwrite, sha256_file, write_json
+from ensemble_dfd.stacking.logits import (
+    IMAGES_FILE,
+    LOGIT_COLUMNS,
+    LOGITS_FILE,
+    StoreError,
+    sort_store,
+)
+from ensemble_dfd.stacking.logits import validate as validate_store
 
 REQUIRED = ("model", "split", "path", "label", "logit")
 OPTIONAL = ("run", "group", "source", "video")
@@ -44,16 +51,26 @@ class ImportedTable:
     info: dict[str, Any]
 
 
+LOGITS_FORMATS = ("table", "dfb")
+
+
 def add_input_args(p: argparse.ArgumentParser, out_help: str) -> None:
-    """``--run RUN`` or ``--logits TABLE --out DIR [--fit-split S]``: where stack and report
-    read their logits (one definition for both commands)."""
+    """``--run RUN`` or ``--logits TABLE [--logits TABLE ...] --out DIR [--fit-split S]``:
+    where stack and report read their logits (one definition for both commands)."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="run folder with logits.parquet")
-    src.add_argument("--logits", type=Path, metavar="TABLE",
+    src.add_argument("--logits", type=Path, metavar="TABLE", action="append",
                      help="logits from elsewhere: a CSV or parquet table with columns model, "
                           "split, path, label, logit (optional run, group, source, video); "
                           "imported into --out as a run folder (README: 'Bring your own "
-                          "logits')")
+                          "logits'). Repeat to join several detectors' tables (same images)")
+    p.add_argument("--logits-format", choices=LOGITS_FORMATS, action="append",
+                   help="format of each --logits TABLE (one for all, or one per table): "
+                        "'table' (default, ours) or 'dfb' (DeepfakeBench test scores: "
+                        "P(fake), label 1 = fake, image path; flipped to ours)")
+    p.add_argument("--dfb-data", type=Path, metavar="DATA",
+                   help="with --logits-format dfb: the `prepare import-dfb` dataset of the "
+                        "scored frames; they take its paths (and splits) to join our logits")
     p.add_argument("--out", type=Path, help=out_help)
     p.add_argument("--fit-split", default=FIT_SPLIT,
                    help="with --logits: the table's split the meta-learners are fit on "
@@ -202,14 +219,49 @@ def check_table(raw: pd.DataFrame, where: str, fit_split: str = FIT_SPLIT,
     return ImportedTable(logits, images, info)
 
 
-def load_table(path: str | Path, fit_split: str = FIT_SPLIT) -> ImportedTable:
-    """Read and check a logits table (nothing is written)."""
-    path = Path(path)
-    imported = check_table(read_table(path), str(path), fit_split,
-                           csv=".csv" in path.name.lower(),
-                           default_run=path.name.split(".")[0] or "imported")
-    imported.info["sha256"] = sha256_file(path)
+def load_table(path: str | Path | list[Path], fit_split: str = FIT_SPLIT,
+               formats: list[str] | None = None, dfb_data: Path | None = None
+               ) -> ImportedTable:
+    """Read and check one logits table, or several joined (nothing is written); ``formats``
+    gives each table's format ('table' or 'dfb'; one applies to all)."""
+    paths = [Path(p) for p in (path if isinstance(path, list) else [path])]
+    formats = list(formats or ["table"])
+    if len(formats) == 1:
+        formats *= len(paths)
+    if len(formats) != len(paths):
+        raise LogitsTableError(f"--logits-format: give one format for all tables or one per "
+                               f"table ({len(paths)} tables, {len(formats)} formats)")
+    parts = []
+    for p, fmt in zip(paths, formats, strict=True):
+        raw = read_table(p)
+        if fmt == "dfb":
+            raw = to_logits_table(raw, str(p), p.name.split(".")[0],
+                                  dataset_keys(dfb_data) if dfb_data else None)
+        parts.append(raw)
+    where = " + ".join(map(str, paths))
+    raw = join(parts)
+    imported = check_table(raw, where, fit_split,
+                           csv=len(paths) == 1 and formats[0] == "table"
+                           and ".csv" in paths[0].name.lower(),
+                           default_run=paths[0].name.split(".")[0] or "imported")
+    digests = [sha256_file(p) + (":dfb" if f == "dfb" else "")
+               for p, f in zip(paths, formats, strict=True)]
+    imported.info["sha256"] = digests[0] if len(digests) == 1 else ",".join(digests)
     return imported
+
+
+def join(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Tables of several detectors as one: an image's group/source/video that one table
+    gives and another lacks is filled in (values that differ are still refused by
+    check_table); a DeepfakeBench image no table groups takes its video (its folder)."""
+    raw = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    keys = [raw["split"].astype(str), raw["path"].astype(str)]
+    for col in ("group", "source", "video"):
+        if col in raw.columns and raw[col].isna().any():
+            raw[col] = raw.groupby(keys, sort=False)[col].transform("first")
+    if "video" in raw.columns and "group" in raw.columns:
+        raw["group"] = raw["group"].fillna(raw["video"])
+    return raw
 
 
 def is_current(imported: ImportedTable, out: str | Path) -> bool:
@@ -253,18 +305,21 @@ def _previous_import(out: Path) -> dict[str, Any]:
         return {}
 
 
-def import_for_command(table: Path, out: Path | None, fit_split: str, overwrite: bool,
-                       output: str, what: str) -> Path:
+def import_for_command(table: Path | list[Path], out: Path | None, fit_split: str,
+                       overwrite: bool, output: str, what: str,
+                       formats: list[str] | None = None, dfb_data: Path | None = None
+                       ) -> Path:
     """Check `table`, refuse early if OUT/`output` (the command's own folder) exists without
     --overwrite, then write the run folder; returns OUT for the command to run on."""
     if out is None:
         raise LogitsTableError("--logits needs --out DIR (the folder to write the run into)")
     out = Path(out)
-    imported = load_table(table, fit_split)
+    imported = load_table(table, fit_split, formats, dfb_data)
+    tables = " --logits ".join(map(str, table if isinstance(table, list) else [table]))
     guard_overwrite(out / output, overwrite, what)
     if output != STACK_DIR and (out / STACK_DIR).is_dir() and not is_current(imported, out):
         raise LogitsTableError(
             f"--out {out}: its {STACK_DIR}/ was computed from another table; run "
-            f"`python -m ensemble_dfd.stack --logits {table} --out {out} --overwrite` first")
+            f"`python -m ensemble_dfd.stack --logits {tables} --out {out} --overwrite` first")
     write_run(imported, out, overwrite)
     return out

@@ -1,9 +1,10 @@
 """Verdicts on new media: the core shared by ``predict`` (CLI) and ``serve`` (web service).
 
 Pipeline: input file -> kept frames (videos) -> faces, found with the run's own ``[prepare]``
-settings (frame step, width cap, detector, upsample, margin, one-face rule) -> each face
-through every base model -> the chosen meta-learner -> a verdict per face and an aggregate
-per input.
+settings (frame step and rule, width cap, detector, upsample, margin, one-face rule, crop
+recipe: the box, or DeepfakeBench's aligned crop when the run was prepared with
+``--align dfb``) -> each face through every base model -> the chosen meta-learner -> a
+verdict per face and an aggregate per input.
 
 Faces are re-encoded as JPEG at the run's ``prepare.jpeg_quality`` before the models see them,
 because the training crops were stored that way (``prepare`` writes JPEG, training reads it).
@@ -20,7 +21,8 @@ Face modes (``--faces``):
   To reproduce the training input of a dataset crop exactly, use ``as-is``.
 
 Every input is read within ``limits.Limits`` (frames per video, pixels per image checked in
-the header before decoding, seconds per input).
+the header before decoding, seconds per input); an image is decoded in a worker process with
+a memory limit, killed at the input's deadline (``data/decode_worker.py``).
 
 Pure parts (file sniffing, aggregation, choosing the learner) are plain functions; model
 loading and inference live in ``Predictor``. TensorFlow is imported only when a Predictor
@@ -44,22 +46,24 @@ import numpy as np
 from ensemble_dfd.config import PrepareConfig
 from ensemble_dfd.data import faces as facelib
 from ensemble_dfd.data import frames as framelib
-from ensemble_dfd.data.images import ImageReadError, read_rgb, resize
+from ensemble_dfd.data.decode_worker import decode_rgb
+from ensemble_dfd.data.image_checks import ImageStructureError, check_image_structure
+from ensemble_dfd.data.images import ImageReadError, resize
 from ensemble_dfd.data.jpeg import jpeg_roundtrip
 from ensemble_dfd.data.keyframes import iter_keyframes
 from ensemble_dfd.ensemble.base import prob_to_logit
 from ensemble_dfd.ensemble.saved import load_meta_learner
 from ensemble_dfd.errors import UsageError, UserError
-from ensemble_dfd.limits import (
+from ensemble_dfd.inference.limits import (
     Deadline,
     LimitExceeded,
     Limits,
     check_pixels,
     image_file_dimensions,
 )
-from ensemble_dfd.logits import StoreError
-from ensemble_dfd.metrics import sigmoid
 from ensemble_dfd.rundir import DEFAULT_LEARNER, Run, RunError, StackInfo
+from ensemble_dfd.stacking.logits import StoreError
+from ensemble_dfd.stacking.metrics import sigmoid
 
 log = logging.getLogger(__name__)
 AGGREGATES = ("mean", "fake_fraction", "max_fake")
@@ -145,9 +149,22 @@ def expand_inputs(paths: Sequence[str | Path]) -> tuple[list[tuple[Path, str]], 
             if kind is None:
                 raise InputError(f"{p}: not an image or video (by its content)")
             out.append((p, kind))
+        elif p.exists():  # stat only: opening a named pipe would block
+            raise InputError(f"{p}: {special_file_kind(p)}, not a regular file (only image "
+                             "and video files are read)")
         else:
             raise InputError(f"{p}: no such file or folder")
     return out, notes
+
+
+def special_file_kind(p: Path) -> str:
+    if p.is_fifo():
+        return "a named pipe"
+    if p.is_socket():
+        return "a socket"
+    if p.is_char_device() or p.is_block_device():
+        return "a device"
+    return "a special file"
 
 
 # ---------------------------------------------------------------- faces
@@ -174,6 +191,7 @@ class InputFaces:
     dropped_no_face: int = 0
     dropped_multi_face: int = 0
     whole_image: bool = False  # auto mode used the image whole
+    decoder: str = ""  # an image's decode: "worker" (stoppable) or "in-process"
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -189,7 +207,8 @@ def encode_crop(rgb: np.ndarray, quality: int) -> tuple[np.ndarray, bytes]:
 def _add_detected(res: InputFaces, index: int, rgb: np.ndarray, p: PrepareConfig) -> None:
     dropped: dict[str, int] = {}
     for box, face in facelib.iter_kept_faces(rgb, p.upsample, p.detector, p.one_face_only,
-                                             p.margin, dropped):
+                                             p.margin, dropped, detect_size=p.detect_size,
+                                             align=p.align):
         crop, data = encode_crop(face, p.jpeg_quality)
         res.faces.append(Face(index, box, crop, data))
     for why, n in dropped.items():
@@ -219,8 +238,11 @@ def looks_like_face_crop(rgb: np.ndarray, p: PrepareConfig) -> bool:
     return bool(facelib.face_locations(img, max(1, p.upsample), p.detector))
 
 
-def _read_image(path: Path, res: InputFaces, name: str | None, limits: Limits) -> np.ndarray:
-    """Decode an image after checking its declared size against the pixel limit."""
+def _read_image(path: Path, res: InputFaces, name: str | None, limits: Limits,
+                deadline: Deadline) -> np.ndarray:
+    """Decode an image after checking its declared size and structure against the limits,
+    in a worker process stopped at the deadline or past its memory limit
+    (``data/decode_worker.py``); in-process where no worker can run (a warning says so)."""
     try:
         dims = image_file_dimensions(path)
     except OSError as exc:
@@ -229,18 +251,33 @@ def _read_image(path: Path, res: InputFaces, name: str | None, limits: Limits) -
         raise InputError(f"{res.input}: not a decodable image (its header gives no size)")
     try:
         check_pixels(*dims, limits.max_pixels)
+        check_image_structure(path, limits.max_pixels)
     except LimitExceeded as exc:
         raise LimitError(f"{res.input}: image {exc}") from None
+    except ImageStructureError as exc:
+        raise InputError(f"{res.input}: not a decodable image ({exc})") from None
     try:
-        return read_rgb(path)
+        rgb, res.decoder = decode_rgb(path, deadline, limits.max_pixels)
+    except LimitExceeded as exc:
+        raise LimitError(f"{res.input}: image {exc}", exc.reason) from None
     except ImageReadError as exc:
         raise InputError(str(exc) if name is None else
                          str(exc).replace(str(path), name)) from None
+    h, w = rgb.shape[:2]
+    if (w, h) not in (tuple(dims), tuple(dims)[::-1]):  # EXIF may turn it: else a lie
+        raise InputError(f"{res.input}: decodes to {w}x{h} px but its header declares "
+                         f"{dims[0]}x{dims[1]} px")
+    if res.decoder == "in-process":
+        res.warnings.append("the image was decoded in-process: no decoder process could "
+                            "run here, so the decode could not be stopped at the deadline")
+    return rgb
 
 
 def _extract_image(path: Path, res: InputFaces, p: PrepareConfig, mode: str,
-                   name: str | None, limits: Limits) -> None:
-    rgb = _read_image(path, res, name, limits)
+                   name: str | None, limits: Limits, deadline: Deadline) -> None:
+    deadline.check()
+    rgb = _read_image(path, res, name, limits, deadline)
+    deadline.check()
     res.frames_kept = 1
     if mode == "as-is":
         # a crop given as-is is used as the dataset's crops were: the file decoded
@@ -263,9 +300,9 @@ def _extract_video(path: Path, res: InputFaces, p: PrepareConfig, mode: str,
         frames = iter_keyframes(path, p.max_width, report, limits, deadline)
     else:
         frames = framelib.iter_frames_bounded(path, every, every_seconds, p.max_width, report,
-                                              limits, deadline)
+                                              limits, deadline, p.frame_rule)
     try:
-        for index, bgr in frames:
+        for index, bgr in frames:  # closed in `finally`: the file goes when the request ends
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             res.frames_kept += 1
             if mode == "as-is":
@@ -276,6 +313,13 @@ def _extract_video(path: Path, res: InputFaces, p: PrepareConfig, mode: str,
     except framelib.VideoReadError as exc:
         msg = str(exc) if name is None else str(exc).replace(str(path), name)
         raise InputError(msg) from None
+    finally:
+        frames.close()
+    plan = report.plan
+    if plan is not None and not plan.exact:
+        res.warnings.append(f"reaching the run's frames would decode {plan.needed} frames, "
+                            f"over the budget of {limits.max_decoded_frames}: frames nearer "
+                            "the keyframes were scored instead")
     if report.error:
         raise InputError(f"{res.input}: {report.error}")
 
@@ -298,7 +342,7 @@ def extract_faces(path: str | Path, kind: str, p: PrepareConfig, mode: str = "au
     t0 = time.perf_counter()
     try:
         if kind == "image":
-            _extract_image(path, res, p, mode, name, limits)
+            _extract_image(path, res, p, mode, name, limits, deadline)
         elif kind == "video":
             _extract_video(path, res, p, mode, name, limits, deadline)
         else:
@@ -447,7 +491,7 @@ class Predictor:
     """A run loaded once: prepare settings, all finished base models, one combiner.
 
     ``backend``: 'onnx' (default) runs each model's fresh ONNX artifact under ONNX Runtime
-    where there is one (``ensemble_dfd.artifacts``), else Keras; 'keras' always Keras.
+    where there is one (``inference.loader``), else Keras; 'keras' always Keras.
 
     Thread-safe: face extraction may run in parallel, model inference is serialised by a
     lock (Keras models are not guaranteed safe under concurrent ``predict``).
@@ -466,11 +510,13 @@ class Predictor:
             raise UsageError(f"--faces must be one of {FACE_MODES}, got {faces!r}")
         self.aggregate, self.face_mode, self.batch_size = aggregate, faces, batch_size
         self.limits = limits or Limits()
+        if faces != "as-is":  # warm path: the detector is built once, here
+            facelib.check_detector(self.prepare.detector)
         try:
-            self.model_paths = self.run.trained_models()
+            self.model_dirs = self.run.trained_models()
         except StoreError as exc:
             raise RunError(str(exc)) from None
-        self.model_refs = list(self.model_paths)
+        self.model_refs = list(self.model_dirs)
         self.stack_info = self.run.stack
         self.learner_kind, self.learner_name = choose_learner(
             learner, self.stack_info, self.model_refs, self.run.saved_learners())
@@ -481,10 +527,10 @@ class Predictor:
                                       self.model_refs, self.model_thresholds)
         self.threshold = self.combiner.threshold
         self.threshold_prob = threshold_to_prob(self.threshold)
-        from ensemble_dfd.artifacts import load_for_inference
+        from ensemble_dfd.inference.loader import load_for_inference
 
         # the ONNX artifact under ONNX Runtime where one is fresh, else Keras (imports TF)
-        loaded = {ref: load_for_inference(p, backend) for ref, p in self.model_paths.items()}
+        loaded = {ref: load_for_inference(m, backend) for ref, m in self.model_dirs.items()}
         self.models = {ref: m for ref, (m, _) in loaded.items()}
         self.backends = {ref: b for ref, (_, b) in loaded.items()}
         self.sizes = {ref: int(m.input_shape[1]) for ref, m in self.models.items()}
@@ -499,7 +545,8 @@ class Predictor:
                 "aggregate": self.aggregate, "faces_mode": self.face_mode,
                 "prepare": {k: getattr(self.prepare, k) for k in (
                     "every", "every_seconds", "frames_per_video", "max_width", "detector",
-                    "upsample", "margin", "one_face_only", "jpeg_quality")}}
+                    "upsample", "detect_size", "margin", "one_face_only", "jpeg_quality",
+                    "align", "frame_rule")}}
 
     # -- the steps -------------------------------------------------------------------
     def extract(self, path: str | Path, kind: str, name: str | None = None,
@@ -511,7 +558,7 @@ class Predictor:
 
     def model_logits(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """(n_faces, n_models) logits; faces of all inputs in one batch per input size."""
-        from ensemble_dfd.train import predict_logits
+        from ensemble_dfd.training.train import predict_logits
 
         out = np.zeros((len(crops), len(self.model_refs)))
         if not crops:
@@ -574,6 +621,8 @@ class Predictor:
                                "dropped_multi_face": r.dropped_multi_face,
                                "whole_image": r.whole_image, "models": {},
                                "face_results": [], "warnings": list(r.warnings)}
+        if r.decoder:  # an image: whether its decode ran in the stoppable worker
+            rec["decoder"] = r.decoder
         if not r.faces:
             rec["status"] = "no_face"
             rec["error"] = no_face_message(r)

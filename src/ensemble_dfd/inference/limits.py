@@ -40,6 +40,9 @@ class Limits:
     sequential_frames: a video whose last wanted frame is beyond this is read by seeking to
         each wanted frame instead of walking every frame (a container claiming 60,000 frames
         costs ``max_frames`` seeks, not 60,000 decodes);
+    max_decoded_frames: frames a video may cost the decoder (seeks decode from the keyframe
+        before each wanted frame; the keyframe layout is read first, without decoding, and
+        wanted frames out of reach are moved toward their keyframes: data/decode_plan.py);
     keyframes: decode only keyframes, at most ``max_frames`` of them spread over the video,
         instead of the run's frame step (``data/keyframes.py``; fast, but not the frames
         the run's faces were cut from).
@@ -50,6 +53,7 @@ class Limits:
     seconds: float = 60.0
     sequential_frames: int = 1500
     keyframes: bool = False
+    max_decoded_frames: int = 500
 
     def __post_init__(self) -> None:
         if self.max_frames < 1:
@@ -58,10 +62,12 @@ class Limits:
             raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
         if self.seconds < 0:
             raise ValueError(f"seconds must be >= 0, got {self.seconds}")
+        if self.max_decoded_frames < 1:
+            raise ValueError(f"max_decoded_frames must be >= 1, got {self.max_decoded_frames}")
 
 
 NO_LIMITS = Limits(max_frames=1 << 30, max_pixels=1 << 40, seconds=0.0,
-                   sequential_frames=1 << 30)
+                   sequential_frames=1 << 30, max_decoded_frames=1 << 40)
 
 
 def check_pixels(width: int, height: int, max_pixels: int) -> None:

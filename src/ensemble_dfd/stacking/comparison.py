@@ -15,9 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ensemble_dfd import metrics as M
-from ensemble_dfd import power
-from ensemble_dfd import videolevel as V
 from ensemble_dfd.ensemble import (
     MetaLearnerError,
     check_labels,
@@ -26,8 +23,11 @@ from ensemble_dfd.ensemble import (
     oof_decision,
 )
 from ensemble_dfd.errors import UserError
-from ensemble_dfd.logits import IMAGES_FILE, LogitMatrix, StoreError
 from ensemble_dfd.rundir import FIT_SPLIT, OOF_SPLIT, choose_best_single, recommend
+from ensemble_dfd.stacking import metrics as M
+from ensemble_dfd.stacking import power
+from ensemble_dfd.stacking import videolevel as V
+from ensemble_dfd.stacking.logits import IMAGES_FILE, LogitMatrix, StoreError
 
 
 class StackError(UserError, ValueError):

@@ -1,0 +1,1 @@
+"""Stacking: the logits store, metrics, comparisons with CIs, power and video-level aggregation."""
