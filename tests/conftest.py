@@ -62,7 +62,12 @@ def tiny_run(synthetic_dataset, tmp_path_factory) -> Path:
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests that use the trained `tiny_run` (directly or through another fixture) train
-    real models: they are `slow`, like every other training test."""
+    real models: they are `slow`, like every other training test, and they share one
+    pytest-xdist worker (``--dist loadgroup``), so that the run is trained once. The slow
+    tests go first (each module's tests kept in order), so that the workers, handed tests
+    in this order, start the long ones early and finish together."""
     for item in items:
         if "tiny_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group("tiny_run"))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
