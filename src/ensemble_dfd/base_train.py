@@ -44,7 +44,7 @@ from ensemble_dfd.training import backbones, memory
 from ensemble_dfd.training.cluster import ClusterTarget, add_cluster_args, target_from_args
 from ensemble_dfd.training.modeldir import ModelDir
 from ensemble_dfd.training.plan import ModelPlan, plan_models
-from ensemble_dfd.training.tracking import TB_DIR, ModelTracker
+from ensemble_dfd.training.tracking import TB_DIR, ModelTracker, prepare_tracking
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -255,6 +255,7 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
     (training.cluster), trained in a child process on its worker.
     """
     plans = plan_models(cfg)
+    prepare_tracking(run_dir, {t for p in plans for t in p.train.tracking})
     record_device(cfg, run_dir, plans, log)
     check_weights(plans)
     if cluster is not None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ensemble_dfd.errors import UserError
 from ensemble_dfd.training.memory import ALLOCATOR_SETTINGS
+from ensemble_dfd.training.tracking import TRACKERS
 
 ALIGNS = ("none", "dfb")  # prepare.align
 FRAME_RULES = ("round", "floor")  # prepare.frame_rule
@@ -111,7 +112,8 @@ class TrainConfig:
     tune_trials: int = 10
     tune_epochs: int = 3
     # experiment tracking while training: "tensorboard" (RUN/tb/<ref>/, any Keras backend;
-    # training.tracking); [] for none
+    # training.tracking) and/or "mlflow" (a local store in RUN/mlruns; the mlflow extra,
+    # training.mlflow_tracking); [] for none
     tracking: tuple[str, ...] = ("tensorboard",)
 
 
@@ -417,10 +419,10 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("train.export must be onnx or none")
     if cfg.train.allocator not in ALLOCATOR_SETTINGS:
         raise ConfigError(f"train.allocator must be {', '.join(ALLOCATOR_SETTINGS)}")
-    unknown = [t for t in cfg.train.tracking if t not in ("tensorboard",)]
+    unknown = [t for t in cfg.train.tracking if t not in TRACKERS]
     if unknown:
         raise ConfigError(f"train.tracking: unknown tracker(s) {', '.join(unknown)} (have: "
-                          "tensorboard)")
+                          f"{', '.join(TRACKERS)})")
     if cfg.train.tuner not in ("hyperband", "random"):
         raise ConfigError("train.tuner must be hyperband or random")
     for ref, over in cfg.train.per_model.items():

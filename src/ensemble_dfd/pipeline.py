@@ -36,6 +36,8 @@ from ensemble_dfd.runio import write_text
 from ensemble_dfd.stacking import logits as store
 from ensemble_dfd.stacking.power import headline_rows
 from ensemble_dfd.training.cluster import ClusterTarget, add_cluster_args, target_from_args
+from ensemble_dfd.training.mlflow_tracking import require_mlflow
+from ensemble_dfd.training.tracking import configured_trackers
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = ROOT / "experiments" / "demo.toml"
@@ -280,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = resolve_config(args, {})
         cluster = target_from_args(args)
         check_eval_sets(cfg, args.config)
+        require_mlflow(configured_trackers(cfg.train))  # not after hours of prepare
         if args.demo:
             data, wild = make_demo_data(args.out, cfg.seed)
             cfg = dataclasses.replace(

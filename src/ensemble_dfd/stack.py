@@ -45,7 +45,7 @@ from ensemble_dfd.stacking.comparison import (
 from ensemble_dfd.stacking.logits import StoreError, logit_matrix, model_sort_key, read_store
 from ensemble_dfd.stacking.logits_table import add_input_args, import_for_command
 from ensemble_dfd.stacking.videolevel import AGGREGATES
-from ensemble_dfd.training.tracking import write_comparison
+from ensemble_dfd.training.tracking import track_comparison
 
 
 def _log(msg: str) -> None:
@@ -143,8 +143,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> pd.DataFrame
         lines = write_stack(tmp, result, rd.path, runs, args.bootstrap, args.seed, argv,
                             time.time() - t0)
     tracking = rd.config().train.tracking if rd.config_path.is_file() else ["tensorboard"]
-    if "tensorboard" in tracking:  # train.tracking = [] turns it off (README)
-        write_comparison(rd.path, result.table, result.claims.get("headline", ""), _log)
+    # train.tracking = [] turns it off (README)
+    track_comparison(rd.path, tracking, result.table, result.claims.get("headline", ""), _log)
     say_done(lines, rd.stack_dir, t0)
     return result.table
 

@@ -10,6 +10,9 @@ for the HParams tab and as a text table). `stack` writes its headline comparison
 Keras' own TensorBoard callback needs TensorFlow; here the event files are written from the
 `tensorboard` package's protocol buffers and record writer, which do not import TensorFlow,
 so JAX and PyTorch runs get the same files. ``train.tracking = []`` turns it off.
+
+``"mlflow"`` in ``train.tracking`` also logs the same to a local MLflow store, RUN/mlruns
+(training.mlflow_tracking; mlflow is imported only then).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 TB_DIR = "tb"
-TRACKERS = ("tensorboard",)
+TRACKERS = ("tensorboard", "mlflow")
 # history columns -> (sub-run, TensorBoard tag)
 EPOCH_TAGS = {"loss": ("train", "epoch_loss"), "accuracy": ("train", "epoch_accuracy"),
               "val_loss": ("validation", "epoch_loss"),
@@ -107,6 +110,22 @@ class EventWriter:
         self._writer.close()
 
 
+def configured_trackers(train: Any) -> set[str]:
+    """The trackers a TrainConfig names, its per-model overrides' included."""
+    return {*train.tracking, *(t for over in train.per_model.values()
+                               for t in over.get("tracking", ()))}
+
+
+def prepare_tracking(run_dir: Path, trackers: Iterable[str]) -> None:
+    """Before any model trains: a ConfigError when "mlflow" is configured but not installed;
+    with mlflow, the run folder's store and experiment are made once here, not by models
+    training side by side (cluster workers)."""
+    if "mlflow" in set(trackers):
+        from ensemble_dfd.training.mlflow_tracking import open_store
+
+        open_store(run_dir)  # ConfigError when mlflow cannot be imported
+
+
 def plan_hparams(plan: Any, backend: str, n_train: int) -> dict[str, Any]:
     """One model's hyperparameters as trained: its plan's train settings (per-model
     overrides and a tuning result applied) and resolved values (size, fine_tune_at, ...)."""
@@ -126,7 +145,9 @@ def markdown_table(values: Mapping[str, Any]) -> str:
 
 class ModelTracker:
     """One model's tracking: hyperparameters once per process, then one call per epoch with
-    the history row. Silent (does nothing) when no tracker is configured."""
+    the history row. Silent (does nothing) when no tracker is configured. With "mlflow",
+    the MLflow store is RUN/mlruns beside `tb_root` (RUN/tb); a missing mlflow package is a
+    ConfigError here, before training."""
 
     def __init__(self, tb_root: Path | None, ref: str, trackers: Iterable[str] = (),
                  log: Callable[[str], None] = print):
@@ -139,6 +160,11 @@ class ModelTracker:
         self.logdir = tb_root / ref if tb_root is not None else None
         self._writers: dict[str, EventWriter] = {}
         self._first_step = 1
+        self.mlflow: Any = None
+        if "mlflow" in self.trackers and tb_root is not None:
+            from ensemble_dfd.training.mlflow_tracking import MlflowModelRun
+
+            self.mlflow = MlflowModelRun(tb_root.parent, ref, log)  # ConfigError: missing
 
     def start(self, hparams: Mapping[str, Any], epochs_done: int) -> None:
         """Record the resolved hyperparameters; epochs_done > 0: a resumed run. TensorBoard
@@ -149,6 +175,8 @@ class ModelTracker:
             top = self._writer("")
             top.hparams(flat, self.ref)
             top.text("hparams", markdown_table(flat))
+        if self.mlflow is not None:
+            self.mlflow.start(flat, epochs_done)
 
     def _writer(self, sub: str) -> EventWriter:
         if sub not in self._writers:
@@ -165,15 +193,43 @@ class ModelTracker:
                 values = {tag: row[col] for col, (s, tag) in EPOCH_TAGS.items()
                           if s == sub and col in row}
                 self._writer(sub).scalars(values, step)
+        if self.mlflow is not None:
+            self.mlflow.epoch(row)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """End the model's tracking; `failed`: its training raised (MLflow: FAILED)."""
         for w in self._writers.values():
             w.close()
         self._writers.clear()
+        if self.mlflow is not None:
+            self.mlflow.close(failed)
 
 
 COMPARISON_KEYS = ("split", "level", "source")
 COMPARISON_METRICS = ("acc", "auc", "mcc", "logloss")
+
+
+def comparison_scalars(table: Any) -> dict[str, float]:
+    """Each comparison row's metrics, tagged ``<split>_<level>_<source>/<metric>/<predictor>``
+    (what TensorBoard and MLflow both get)."""
+    keys = [c for c in COMPARISON_KEYS if c in table.columns]
+    metrics = [c for c in COMPARISON_METRICS if c in table.columns]
+    out: dict[str, float] = {}
+    if "predictor" in table.columns:
+        for _, row in table.iterrows():
+            where = "_".join(str(row[k]) for k in keys) or "all"
+            out.update({f"{where}/{m}/{row['predictor']}": float(row[m]) for m in metrics
+                        if _number(row[m])})
+    return out
+
+
+def comparison_text(table: Any, headline: str = "") -> str:
+    """The headline and the comparison's main columns as a Markdown table."""
+    from ensemble_dfd.reports.training import markdown
+
+    shown = [c for c in (*COMPARISON_KEYS, "predictor", "kind", "n", *COMPARISON_METRICS,
+                         "acc_lo", "acc_hi") if c in table.columns]
+    return (f"**Headline:** {headline}\n\n" if headline else "") + markdown(table[shown])
 
 
 def write_comparison(run_dir: Path, table: Any, headline: str = "",
@@ -181,30 +237,38 @@ def write_comparison(run_dir: Path, table: Any, headline: str = "",
     """`stack`'s comparison (its DataFrame) in RUN/tb/stack, replacing what an earlier
     stack wrote there: the headline and the main columns as a text table, and each row's
     metrics as scalars tagged ``<split>_<level>_<source>/<metric>/<predictor>`` (step 0)."""
-    from ensemble_dfd.reports.training import markdown
-
     if not tensorboard_available() or table is None or len(table) == 0:
         return None
     folder = run_dir / TB_DIR / "stack"
     for old in folder.glob("events.out.tfevents.*"):
         old.unlink()
-    keys = [c for c in COMPARISON_KEYS if c in table.columns]
-    metrics = [c for c in COMPARISON_METRICS if c in table.columns]
-    shown = [c for c in (*keys, "predictor", "kind", "n", *metrics, "acc_lo", "acc_hi")
-             if c in table.columns]
     writer = EventWriter(folder)
     try:
-        writer.text("comparison", (f"**Headline:** {headline}\n\n" if headline else "")
-                    + markdown(table[shown]))
-        if "predictor" in table.columns:
-            for _, row in table.iterrows():
-                where = "_".join(str(row[k]) for k in keys) or "all"
-                writer.scalars({f"{where}/{m}/{row['predictor']}": row[m] for m in metrics
-                                if _number(row[m])}, 0)
+        writer.text("comparison", comparison_text(table, headline))
+        writer.scalars(comparison_scalars(table), 0)
     finally:
         writer.close()
     log(f"comparison for TensorBoard in {folder}")
     return folder
+
+
+def track_comparison(run_dir: Path, trackers: Iterable[str], table: Any, headline: str = "",
+                     log: Callable[[str], None] = print) -> None:
+    """`stack`'s comparison to each configured tracker. A missing mlflow package is a
+    warning here (the comparison is in RUN/stack either way)."""
+    trackers = set(trackers)
+    if "tensorboard" in trackers:
+        write_comparison(run_dir, table, headline, log)
+    if "mlflow" not in trackers or table is None or len(table) == 0:
+        return
+    from ensemble_dfd.training.mlflow_tracking import INSTALL, log_comparison, mlflow_installed
+
+    if not mlflow_installed():
+        log(f"warning: train.tracking names mlflow, which is not installed ({INSTALL}): "
+            "the comparison is not logged to MLflow")
+        return
+    log_comparison(run_dir, comparison_scalars(table), comparison_text(table, headline),
+                   headline, log)
 
 
 def _number(value: Any) -> bool:

@@ -174,7 +174,8 @@ def _epoch_recorder(model_dir: ModelDir, phase: int, n_train: int,
 
     class EpochRecorder(keras.callbacks.Callback):
         """Append the epoch's history row, save a checkpoint and its state after every
-        epoch; hand the row to the tracker (training.tracking: TensorBoard event files)."""
+        epoch; hand the row to the tracker (training.tracking: TensorBoard event files,
+        MLflow)."""
 
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self.t0 = time.perf_counter()
@@ -223,11 +224,14 @@ def train_one(
                 raise ValueError(f"batch size {plan.batch_size} does not split over "
                                  f"{replicas} devices; use a multiple of {replicas}")
             data = even_split(data, replicas, log)
+        failed = True
         try:
-            return _train_one(plan, data, model_dir, log, callbacks, tracker)
+            summary = _train_one(plan, data, model_dir, log, callbacks, tracker)
+            failed = False
+            return summary
         finally:
             if tracker is not None:
-                tracker.close()
+                tracker.close(failed)  # MLflow: FAILED when training raised
 
 
 def even_split(data: TrainData, replicas: int, log: Callable[[str], None]) -> TrainData:
