@@ -247,3 +247,25 @@ def test_public_dataset_evaluate_sets_are_validated(tmp_path, spec, match):
     cfg.write_text(f"[evaluate]\nx = {spec}\n")
     with pytest.raises(ConfigError, match=match):
         load_config(cfg)
+
+
+def test_other_trackers_are_the_same_run(tmp_path):
+    """Adding MLflow (or turning TensorBoard off) on a finished run changes where progress
+    is logged, not what is trained: accepted; another training value is still refused."""
+    import dataclasses
+
+    from ensemble_dfd.cli_common import record_config
+    from ensemble_dfd.runio import RunExistsError
+
+    cfg = load_config(None)
+    run = tmp_path / "run"
+    run.mkdir()
+    record_config(run, cfg, overwrite=False)
+    tracked = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, tracking=("tensorboard", "mlflow")))
+    record_config(run, tracked, overwrite=False)
+    record_config(run, dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, tracking=())), overwrite=False)
+    with pytest.raises(RunExistsError, match="differs in train"):
+        record_config(run, dataclasses.replace(cfg, train=dataclasses.replace(
+            cfg.train, epochs_frozen=cfg.train.epochs_frozen + 1)), overwrite=False)

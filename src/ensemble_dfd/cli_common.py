@@ -70,6 +70,7 @@ def record_config(run_dir: Path, cfg: RunConfig, overwrite: bool) -> None:
     """Write run_dir/config.toml; an existing one must describe the same run.
 
     Models may differ (one run folder can be filled by several --models calls), so may the
+    trackers (train.tracking: where progress is logged, not what is trained), the
     sections in AFTER_TRAINING, and keys added to the code since the file was written take
     their defaults on both sides.
     """
@@ -78,7 +79,8 @@ def record_config(run_dir: Path, cfg: RunConfig, overwrite: bool) -> None:
         recorded = load_recorded(path)
         same = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
                 if f.name in AFTER_TRAINING}
-        same_models = dataclasses.replace(recorded.train, models=cfg.train.models)
+        same_models = dataclasses.replace(recorded.train, models=cfg.train.models,
+                                          tracking=cfg.train.tracking)
         recorded = dataclasses.replace(recorded, train=same_models, **same)
         recorded = _added_since(path, recorded, cfg)
         if recorded != cfg:

@@ -71,12 +71,15 @@ def experiment_name(run_dir: Path) -> str:
 
 def open_store(run_dir: Path) -> tuple[Any, str]:
     """(MlflowClient on RUN/mlruns, the run folder's experiment id), creating both."""
+    # set before mlflow is imported: a research run logs to its own folder and nowhere else
+    # (MLflow 3 otherwise sends usage telemetry from the client); the user's setting wins
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     try:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
     except ImportError as exc:
         raise missing_error() from exc
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     client = MlflowClient(tracking_uri=tracking_uri(run_dir))
     name = experiment_name(run_dir)
     exp = client.get_experiment_by_name(name)
