@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,38 +39,56 @@ TINY_TRAIN = ["--image-size", "32", "--weights", "none", "--epochs-frozen", "1",
               "--set", "train.bn_momentum=0.9", "--set", "train.lr_frozen=1e-3"]
 
 
+def _once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """`build(path)` run once per test session, even with pytest-xdist's workers: the first
+    worker to ask builds it under a lock in the folder the workers' temp folders share, the
+    others wait for it and reuse it (the pattern pytest-xdist documents)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    out, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            build(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory) -> Path:
     """A small synthetic face dataset in the study's layout (no ../shared needed)."""
     from ensemble_dfd.data.synthetic import make_dataset
 
-    out = tmp_path_factory.mktemp("synthetic") / "syn"
-    make_dataset(out, identities=16, frames=3, size_range=(40, 56), seed=3)
-    return out
+    def build(out: Path) -> None:
+        make_dataset(out, identities=16, frames=3, size_range=(40, 56), seed=3)
+
+    return _once(tmp_path_factory, "synthetic", build)
 
 
 @pytest.fixture(scope="session")
 def tiny_run(synthetic_dataset, tmp_path_factory) -> Path:
     """A real run folder: two tiny models (M6, M2 at 32 px) trained on synthetic faces,
-    logits collected on validation and test, meta-learners stacked. Takes ~2 min on 2 cores;
-    tests must not modify it (copy it with helpers.link_copy first)."""
+    logits collected on validation and test, meta-learners stacked. Takes ~1 min on 2 cores,
+    once per session (all workers share it); tests must not modify it (copy it with
+    helpers.link_copy first)."""
     from ensemble_dfd import base_train, stack
 
-    run = tmp_path_factory.mktemp("tiny") / "run"
-    assert base_train.main(["--data", str(synthetic_dataset), "--out", str(run),
-                            "--models", "M6,M2", *TINY_TRAIN]) == 0
-    assert stack.main(["--run", str(run), "--bootstrap", "100"]) == 0
-    return run
+    def build(run: Path) -> None:
+        assert base_train.main(["--data", str(synthetic_dataset), "--out", str(run),
+                                "--models", "M6,M2", *TINY_TRAIN]) == 0
+        assert stack.main(["--run", str(run), "--bootstrap", "100"]) == 0
+
+    return _once(tmp_path_factory, "tiny_run", build)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests that use the trained `tiny_run` (directly or through another fixture) train
-    real models: they are `slow`, like every other training test, and they share one
-    pytest-xdist worker (``--dist loadgroup``), so that the run is trained once. The slow
-    tests go first (each module's tests kept in order), so that the workers, handed tests
-    in this order, start the long ones early and finish together."""
+    real models: they are `slow`, like every other training test. The slow tests go first
+    (each module's tests kept in order), so that pytest-xdist's workers, handed tests in
+    this order, start the long ones early and finish together."""
     for item in items:
         if "tiny_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
-            item.add_marker(pytest.mark.xdist_group("tiny_run"))
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
