@@ -39,7 +39,7 @@ TINY_TRAIN = ["--image-size", "32", "--weights", "none", "--epochs-frozen", "1",
               "--set", "train.bn_momentum=0.9", "--set", "train.lr_frozen=1e-3"]
 
 
-def _once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+def once_per_session(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
     """`build(path)` run once per test session, even with pytest-xdist's workers: the first
     worker to ask builds it under a lock in the folder the workers' temp folders share, the
     others wait for it and reuse it (the pattern pytest-xdist documents)."""
@@ -64,7 +64,7 @@ def synthetic_dataset(tmp_path_factory) -> Path:
     def build(out: Path) -> None:
         make_dataset(out, identities=16, frames=3, size_range=(40, 56), seed=3)
 
-    return _once(tmp_path_factory, "synthetic", build)
+    return once_per_session(tmp_path_factory, "synthetic", build)
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +80,7 @@ def tiny_run(synthetic_dataset, tmp_path_factory) -> Path:
                                 "--models", "M6,M2", *TINY_TRAIN]) == 0
         assert stack.main(["--run", str(run), "--bootstrap", "100"]) == 0
 
-    return _once(tmp_path_factory, "tiny_run", build)
+    return once_per_session(tmp_path_factory, "tiny_run", build)
 
 
 def pytest_collection_modifyitems(config, items) -> None:

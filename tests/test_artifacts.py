@@ -12,21 +12,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import once_per_session
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exported_run(tiny_run, synthetic_dataset, tmp_path_factory) -> Path:
+    """The tiny run with its models exported again from the CLI (base_train exported them
+    after training); made once per session and shared: tests must not modify it."""
     from ensemble_dfd import artifacts
 
-    run = tmp_path_factory.mktemp("onnx") / "run"
-    shutil.copytree(tiny_run, run)  # never modify the shared tiny run
-    # base_train exported each model after training; again here, from the CLI
-    assert artifacts.main(["--run", str(run), "--data", str(synthetic_dataset),
-                           "--overwrite"]) == 0
-    return run
+    def build(run: Path) -> None:
+        shutil.copytree(tiny_run, run)  # never modify the shared tiny run
+        assert artifacts.main(["--run", str(run), "--data", str(synthetic_dataset),
+                               "--overwrite"]) == 0
+
+    return once_per_session(tmp_path_factory, "exported_run", build)
 
 
 def _without_tensorflow(command: str, argv: list[str]) -> subprocess.CompletedProcess:
@@ -97,14 +100,13 @@ def test_predictor_uses_fresh_artifacts_and_falls_back(exported_run, tmp_path):
     (b,), _ = keras.predict_paths([(crop, "image")])
     assert a["p_real"] == pytest.approx(b["p_real"], abs=1e-5)
     assert onnx.warm_up() >= 0 and onnx.warm_up() == 0.0  # the second costs nothing
-    # a retrained model (newer model.keras) makes its artifact stale: Keras is used
-    model = exported_run / "models" / "M6" / "model.keras"
+    # a retrained model (newer model.keras) makes its artifact stale: Keras is used (on a
+    # copy: the shared run is read by other tests meanwhile)
+    run = Path(shutil.copytree(exported_run, tmp_path / "run"))
+    model = run / "models" / "M6" / "model.keras"
     stat = model.stat()
     os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    try:
-        assert Predictor(exported_run, faces="as-is").backends["M6"] == "keras"
-    finally:
-        os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert Predictor(run, faces="as-is").backends["M6"] == "keras"
 
 
 def test_predict_with_artifacts_does_not_import_tensorflow(exported_run, tmp_path):

@@ -33,9 +33,9 @@ def _check_run(run: Path, extra_split: str) -> pd.DataFrame:
 @pytest.mark.slow
 def test_demo_pipeline_end_to_end(tmp_path):
     run = tmp_path / "demo"
-    # the demo's own settings but two epochs where it has six (a minute less to test; what
+    # the demo's own settings but one epoch where it has six (a minute less to test; what
     # is checked here does not depend on the number of epochs)
-    fewer = ["--set", "train.epochs_frozen=2"]
+    fewer = ["--set", "train.epochs_frozen=1"]
     assert pipeline.main(["--demo", "--out", str(run), *fewer]) == 0
     summary = _check_run(run, "wild")
     assert (run / "demo_data" / "synthetic-faces" / "SYNTHETIC.txt").is_file()
