@@ -132,3 +132,29 @@ def test_trained_models_lists_loadable_ones(tmp_path):
     assert all(isinstance(m, ModelDir) for m in Run(run).trained_models().values())
     with pytest.raises(Exception, match="no finished model for M3"):
         trained_models(run, ["M3"])
+
+
+def test_a_refused_artifact_is_not_exported_again_until_the_model_changes(tmp_path,
+                                                                          monkeypatch):
+    """An artifact whose check failed is recorded (done.json export_refused, with the model
+    file's stamp): base_train's rerun does not convert and refuse it again (found in the
+    demo test: 31 s per rerun); a retrained model file is exported anew."""
+    from ensemble_dfd import artifacts
+    from ensemble_dfd.inference.loader import ArtifactError
+
+    m = _trained(tmp_path)
+    assert m.needs_export()
+    monkeypatch.setattr(artifacts, "can_export", lambda: True)
+
+    def refuse(model_dir, faces=None):
+        raise ArtifactError(f"{model_dir.model_file}: ONNX logits differ")
+
+    monkeypatch.setattr(artifacts, "export_model", refuse)
+    lines = []
+    assert artifacts.export_after_training(m, lines.append) is None
+    assert "not tried again on a rerun" in lines[0]
+    assert m.summary()["export_refused"]["reason"].endswith("ONNX logits differ")
+    assert not m.needs_export()
+    st = m.model_file.stat()
+    os.utime(m.model_file, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # retrained
+    assert m.needs_export()

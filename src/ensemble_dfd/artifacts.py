@@ -268,7 +268,9 @@ def export_after_training(model_dir: ModelDir, log=print, faces: Any = None
     try:
         info = export_model(model_dir, faces=faces)
     except ArtifactError as exc:
-        log(f"{ref}: {exc}; collect, predict and serve use Keras for it")
+        log(f"{ref}: {exc}; collect, predict and serve use Keras for it (not tried again "
+            "on a rerun: python -m ensemble_dfd.artifacts --run RUN does)")
+        model_dir.refuse_artifact(str(exc))
         return None
     log(_kept(model_dir, info))
     return info

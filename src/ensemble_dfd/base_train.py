@@ -134,7 +134,7 @@ def export_trained(plan: ModelPlan, data: Path, run_dir: Path, log=print) -> dic
     from ensemble_dfd.artifacts import export_after_training, spread_faces
 
     model_dir = ModelDir.of(run_dir, plan.ref)
-    if model_dir.fresh_artifact() is not None:
+    if not model_dir.needs_export():
         return model_dir.summary()
     memory.release()
     memory.reset_peak()
@@ -275,7 +275,7 @@ def train_all(cfg: RunConfig, data: Path, run_dir: Path, overwrite: bool = False
         else:
             summaries[plan.ref] = _in_child(_train_in_child, plan, data, run_dir, overwrite,
                                             tune, malloc=malloc[plan.ref])
-        if plan.train.export == "onnx" and model_dir.fresh_artifact() is None:
+        if plan.train.export == "onnx" and model_dir.needs_export():
             # the system's malloc: jemalloc raised EfficientNetB7's export peak (4,169 vs
             # 3,896 MiB)
             summaries[plan.ref] = _in_child(_export_in_child, plan, data, run_dir)

@@ -195,7 +195,7 @@ def train_task(plan: ModelPlan, data: str, run_dir: str, tune: bool) -> dict[str
     with _model_lock(plan.ref, model_dir.path):
         summary = run_child(base_train._train_in_child, (plan, data_p, run_p, False, tune),
                             plan.ref, malloc)
-        if plan.train.export == "onnx" and model_dir.fresh_artifact() is None:
+        if plan.train.export == "onnx" and model_dir.needs_export():
             summary = run_child(base_train._export_in_child, (plan, data_p, run_p),
                                 f"{plan.ref}-export")
     return {"summary": summary, **where, "seconds": round(time.perf_counter() - t0, 1)}

@@ -256,6 +256,21 @@ class ModelDir:
             return None
         return self.onnx_file
 
+    def needs_export(self) -> bool:
+        """No fresh artifact, and no export of this very model file refused by its check
+        (so a rerun does not convert and refuse it again; ``python -m ensemble_dfd.artifacts``
+        still tries, and a retrained model is exported anew)."""
+        if self.fresh_artifact() is not None:
+            return False
+        refused = self.summary().get("export_refused") if self.finished() else None
+        return not (isinstance(refused, dict)
+                    and all(refused.get(k) == v for k, v in self.model_stamp().items()))
+
+    def refuse_artifact(self, reason: str) -> None:
+        """Record in done.json that this model file's artifact failed its check."""
+        if self.finished():
+            self.update_summary(export_refused={**self.model_stamp(), "reason": reason})
+
     def artifact_info(self) -> dict[str, Any]:
         """The artifact's record (model.onnx.json)."""
         return self._read(self.onnx_info_file)
