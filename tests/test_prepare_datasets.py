@@ -75,7 +75,9 @@ def test_import_dfb_round_trip(tmp_path):
     # its frames are DeepfakeBench's aligned crops: recorded so that runs crop the same way
     from ensemble_dfd.prepare.recipe import recorded_crop
 
-    assert recorded_crop(out) == {"align": "dfb", "frame_rule": "floor"}
+    assert recorded_crop(out) == {"align": "dfb", "frame_rule": "floor", "detector": "hog",
+                                  "upsample": 1, "detect_size": 0, "margin": 0.0,
+                                  "max_width": 0}
     csv = tmp_path / "labels.csv"
     labels.to_csv(csv, index=False)
     direct = tmp_path / "direct"

@@ -37,11 +37,14 @@ class PrepareConfig:
     every_seconds: float = 0.0  # >0: keep one frame every S seconds instead
     frames_per_video: int = 0  # >0: N frames spread uniformly over each video instead
     max_width: int = 640  # frames wider than this are downscaled, aspect kept
-    # "hog" (dlib HOG, face_recognition's default), "cnn" (dlib's MMOD CNN) or "blazeface"
-    # (MediaPipe's full-range BlazeFace under ONNX Runtime: data/blazeface.py)
-    detector: str = "hog"
-    upsample: int = 1  # face_recognition's number_of_times_to_upsample (detect_size 0)
-    # >0: detect on a copy of the frame whose longer side is this many px, searched once (no
+    # "blazeface" (MediaPipe's full-range BlazeFace under ONNX Runtime, weights packaged:
+    # data/blazeface.py; 4-5x the study's faces/s at recall 0.99-1.00 of its faces:
+    # benchmarks/faces_speed.py), "hog" (dlib HOG, the study's, face_recognition's default)
+    # or "cnn" (dlib's MMOD CNN)
+    detector: str = "blazeface"
+    upsample: int = 1  # face_recognition's number_of_times_to_upsample (hog, detect_size 0)
+    # hog/cnn, >0: detect on a copy of the frame whose longer side is this many px, searched
+    # once (no
     # upsampling), boxes mapped back to the frame the crop is cut from; 0 = the study's
     # search (upsample x on the frame as read). Chosen by benchmarks/faces_speed.py
     detect_size: int = 960

