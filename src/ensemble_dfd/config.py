@@ -44,9 +44,8 @@ class PrepareConfig:
     detector: str = "blazeface"
     upsample: int = 1  # face_recognition's number_of_times_to_upsample (hog, detect_size 0)
     # hog/cnn, >0: detect on a copy of the frame whose longer side is this many px, searched
-    # once (no
-    # upsampling), boxes mapped back to the frame the crop is cut from; 0 = the study's
-    # search (upsample x on the frame as read). Chosen by benchmarks/faces_speed.py
+    # once (no upsampling), boxes mapped back to the frame the crop is cut from; 0 = the
+    # study's search (upsample x on the frame as read). Chosen by benchmarks/faces_speed.py
     detect_size: int = 960
     # border added on EACH side of dlib's tight box, as a fraction of the box's height (top,
     # bottom) and width (left, right): the crop is (1 + 2 * margin) x the box. 0 = the
