@@ -76,17 +76,19 @@ def verify_artifact(model_dir: ModelDir, onnx: Path) -> bool:
     return True
 
 
-def load_for_inference(model: ModelDir, prefer: str = "onnx") -> tuple[Any, str]:
-    """(model, backend): the fresh, verified ONNX artifact under ONNX Runtime ("onnx"), else
-    the Keras model ("keras"); ``prefer="keras"`` always loads Keras. A file that does not
-    load is one ArtifactError naming it."""
+def load_for_inference(model: ModelDir, prefer: str = "onnx", threads: int = 0
+                       ) -> tuple[Any, str]:
+    """(model, backend): the fresh, verified ONNX artifact under ONNX Runtime ("onnx", with
+    ``threads`` intra-op threads, 0 = ONNX Runtime's default), else the Keras model
+    ("keras"); ``prefer="keras"`` always loads Keras. A file that does not load is one
+    ArtifactError naming it."""
     if prefer not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {prefer!r}")
     if prefer == "onnx":
         onnx = model.fresh_artifact()
         if onnx is not None and verify_artifact(model, onnx):
             try:
-                return OnnxModel(onnx), "onnx"
+                return OnnxModel(onnx, threads), "onnx"
             except ImportError:
                 pass
             except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own errors vary
