@@ -7,6 +7,9 @@ warm: one in-process Predictor per backend, warmed up first (every batch shape o
       max per video, and where the time goes (frame decoding + face detection vs models).
 
 --keyframes adds a third column: ONNX with keyframe-only video reading (predict --keyframes).
+--study-detection adds another: ONNX with the study's detection (dlib HOG, upsample 1, on the
+640-px frame) in place of the run's, and the verdicts' agreement with the run's detection
+(same label, |p_real| apart, and each one's accuracy where the videos have labels.csv).
 
 --faces-only (no run needed): the verdict's face path alone (``extract_faces`` with the
 default limits, detector warm), per video and per detection setting, alternating settings
@@ -54,13 +57,22 @@ def cold_runs(run: Path, video: Path, backend: str, n: int, learner: str,
     return out
 
 
+STUDY_DETECTION = {"detector": "hog", "detect_size": 0, "upsample": 1}
+
+
 def warm_runs(run: Path, videos: list, backend: str, learner: str,
-              keyframes: bool = False) -> dict:
+              keyframes: bool = False, detection: dict | None = None) -> dict:
+    from dataclasses import replace
+
+    from ensemble_dfd.data import faces as facelib
     from ensemble_dfd.inference.limits import Limits
     from ensemble_dfd.inference.verdict import Predictor
 
     t = time.perf_counter()
     pred = Predictor(run, learner, backend=backend, limits=Limits(keyframes=keyframes))
+    if detection:  # score with other detection settings than the run's (warm detector)
+        pred.prepare = replace(pred.prepare, **detection)
+        facelib.check_detector(pred.prepare.detector)
     load = time.perf_counter() - t
     warm = pred.warm_up()
     used = sorted(set(pred.backends.values()))
@@ -70,6 +82,7 @@ def warm_runs(run: Path, videos: list, backend: str, learner: str,
         d0, m0 = pred.timing.detect_s, pred.timing.models_s + pred.timing.combine_s
         (rec,), _ = pred.predict_paths([item])
         rows.append({"video": item[0].name, "faces": rec["faces"], "p_real": rec["p_real"],
+                     "verdict": rec["verdict"],
                      "total": time.perf_counter() - t0,
                      "detect": pred.timing.detect_s - d0,
                      "models": pred.timing.models_s + pred.timing.combine_s - m0})
@@ -141,10 +154,14 @@ def main() -> int:
     p.add_argument("--learner", default="auto")
     p.add_argument("--keyframes", action="store_true",
                    help="also time ONNX with keyframe-only video reading (predict --keyframes)")
+    p.add_argument("--study-detection", action="store_true",
+                   help="also score with the study's detection; report the agreement")
     args = p.parse_args()
-    configs = {b: (b, False) for b in BACKENDS}
+    configs = {b: (b, False, None) for b in BACKENDS}
     if args.keyframes:
-        configs["onnx+kf"] = ("onnx", True)
+        configs["onnx+kf"] = ("onnx", True, None)
+    if args.study_detection:
+        configs["study"] = ("onnx", False, STUDY_DETECTION)
     from ensemble_dfd.inference.verdict import expand_inputs
 
     if not args.videos.is_dir():
@@ -160,10 +177,11 @@ def main() -> int:
     print(f"run {args.run}, {len(videos)} videos from {args.videos}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} at start")
     results = {}
-    for name, (backend, kf) in configs.items():
-        cold = cold_runs(args.run, videos[0][0], backend, args.cold, args.learner, kf)
-        results[name] = {"cold": cold,
-                         **warm_runs(args.run, videos, backend, args.learner, kf)}
+    for name, (backend, kf, detection) in configs.items():
+        cold = ([] if detection else
+                cold_runs(args.run, videos[0][0], backend, args.cold, args.learner, kf))
+        results[name] = {"cold": cold or [float("nan")],
+                         **warm_runs(args.run, videos, backend, args.learner, kf, detection)}
     print(f"\n{'video':<18}{'faces':>6}" + "".join(
         f"{b + ' s':>10}{'detect':>8}{'models':>8}" for b in configs))
     for i, (path, _) in enumerate(videos):
@@ -195,7 +213,33 @@ def main() -> int:
     same = all(abs((a["p_real"] or 0) - (b["p_real"] or 0)) < 1e-4
                for a, b in zip(k["rows"], o["rows"], strict=True))
     print(f"same verdict scores (|p_real diff| < 1e-4 on every video): {same}")
+    if "study" in results:
+        agreement(o["rows"], results["study"]["rows"], args.videos / "labels.csv")
     return 0
+
+
+def agreement(run_rows: list[dict], study_rows: list[dict], labels: Path) -> None:
+    """Verdicts with the run's detection vs the study's: same label, |p_real| apart,
+    accuracy of each against labels.csv (path,label) where it exists."""
+    truth = {}
+    if labels.is_file():
+        import pandas as pd
+
+        truth = {Path(r.path).name: str(r.label).lower()
+                 for r in pd.read_csv(labels).itertuples()}
+    pairs = [(a, b) for a, b in zip(run_rows, study_rows, strict=True)
+             if a["verdict"] and b["verdict"]]
+    same = sum(a["verdict"] == b["verdict"] for a, b in pairs)
+    diffs = [abs(a["p_real"] - b["p_real"]) for a, b in pairs]
+    print(f"\nverdicts, the run's detection vs the study's (hog, upsample 1, 640 px): same "
+          f"label on {same} of {len(pairs)} videos with faces under both; |p_real| apart: "
+          f"median {statistics.median(diffs) if diffs else float('nan'):.3f}, max "
+          f"{max(diffs, default=float('nan')):.3f}")
+    for name, rows in (("run's detection", run_rows), ("study's detection", study_rows)):
+        scored = [r for r in rows if r["verdict"] and r["video"] in truth]
+        right = sum(r["verdict"] == truth[r["video"]] for r in scored)
+        print(f"  {name}: {right} of {len(scored)} labelled videos right; faces "
+              f"{sum(r['faces'] for r in rows)}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ensemble_dfd.data.avframes import to_bgr
 from ensemble_dfd.data.frames import FrameReport, VideoReadError, cap_width
 from ensemble_dfd.errors import UsageError
 from ensemble_dfd.inference.limits import Deadline, Limits, check_pixels
@@ -99,7 +100,7 @@ def iter_keyframes(path: str | Path, max_width: int, report: FrameReport, limits
                 index = round(frame.pts * base * rate) if frame.pts is not None else 0
                 report.frames_kept += 1
                 report.kept.append(index)
-                yield index, cap_width(frame.to_ndarray(format="bgr24"), max_width)
+                yield index, cap_width(to_bgr(frame), max_width)
         except av.FFmpegError as exc:
             raise VideoReadError(f"{path}: {ffmpeg_reason(exc)}") from None
         report.frames_read = len(keys)
