@@ -199,8 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-videos", type=int, default=0)
     args = ap.parse_args(argv)
     videos = videos_in(args.videos)[: args.max_videos or None]
-    print("# faces_speed: the machine is shared with other jobs; every setting is timed "
-          "on the same frames, in a rotating order, in this one run")
+    import os
+
+    print(f"# faces_speed: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at "
+          "start; every setting is timed on the same frames, in a rotating order, in this "
+          "one run")
     if args.every:
         bench(videos, "every", args.every, args.settings)
     if args.frames_per_video:

@@ -254,7 +254,7 @@ image_size = 32
 limit = 60
 [train]
 models = ["M6", "M2"]  # the quickest pair to trace and export (the demo has M9)
-process_per_model = false  # no child processes to start (the demo test has them)
+process_per_model = false  # no child processes to start (the shared tiny run has them)
 weights = "none"
 freeze_base = false
 base_bn_training = true
