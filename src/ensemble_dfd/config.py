@@ -38,7 +38,7 @@ class PrepareConfig:
     frames_per_video: int = 0  # >0: N frames spread uniformly over each video instead
     max_width: int = 640  # frames wider than this are downscaled, aspect kept
     # "blazeface" (MediaPipe's full-range BlazeFace under ONNX Runtime, weights packaged:
-    # data/blazeface.py; 4-5x the study's faces/s at recall 0.99-1.00 of its faces:
+    # data/blazeface.py; 3.4-5x the study's faces/s at recall 0.99-1.00 of its faces:
     # benchmarks/faces_speed.py), "hog" (dlib HOG, the study's, face_recognition's default)
     # or "cnn" (dlib's MMOD CNN)
     detector: str = "blazeface"
