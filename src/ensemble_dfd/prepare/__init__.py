@@ -27,12 +27,13 @@ reader; without PyAV, the frames OpenCV walked through), ``frames_kept`` = frame
 selected by --every/--every-seconds/--frames-per-video, ``faces_saved``, ``dropped_no_face``,
 ``dropped_multi_face``, ``unreadable`` (bad image files), ``error``, ``status``.
 
-Crops: the detector's box (dlib HOG on a copy with a 960-px longer side by default,
-``--detect-size``; ``--detector blazeface`` is faster), grown by ``--margin`` m on each
-side (m x the box's height above and below, m x its width left and right, clipped to the
-frame), so the crop is (1 + 2m) x the box. m = 0 (default) is the study's tight box.
-``--align dfb``: DeepfakeBench's crop instead (five dlib landmarks, similarity transform to
-its template, 1.3x, 256 px; data/align.py), recorded in ``.prepare.json``; ``split --faces``
+Crops: the detector's box (BlazeFace by default; ``--detector hog`` is the study's dlib HOG,
+on a copy with a 960-px longer side by default, ``--detect-size``), grown by ``--margin`` m
+on each side (m x the box's height above and below, m x its width left and right, clipped to
+the frame), so the crop is (1 + 2m) x the box. m = 0 (default) is the study's tight box.
+``--align dfb``: DeepfakeBench's crop instead (five dlib landmarks found in the detector's
+box, similarity transform to its template, 1.3x, 256 px; data/align.py; DeepfakeBench finds
+the box with dlib HOG: ``--detector hog``), recorded in ``.prepare.json``; ``split --faces``
 and the runs trained on the dataset record it too, so ``predict`` and ``serve`` crop new
 media the same way.
 
