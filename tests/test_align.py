@@ -262,3 +262,24 @@ def test_split_and_runs_take_the_faces_recipe(face_video, tmp_path) -> None:
                                     "detect_size": 960}
     with pytest.raises(ConfigError, match="align"):
         run_config_for(plain, cfg)
+
+
+def test_the_detection_settings_travel_with_the_faces(tmp_path) -> None:
+    """A dataset made with HOG at the study's search gives its run HOG at 0; a config that
+    names another detector is refused; a key missing from an old output reads as what
+    that output did."""
+    from ensemble_dfd.config import RunConfig
+    from ensemble_dfd.prepare.recipe import RECORDED_BEFORE, recorded_crop, run_config_for
+
+    data = tmp_path / "data"
+    data.mkdir()
+    params = {"detector": "hog", "upsample": 1, "margin": 0.15, "max_width": 640}
+    (data / MARKER).write_text(json.dumps({"params": params}))
+    assert recorded_crop(data) == {**RECORDED_BEFORE, "margin": 0.15}  # detect_size: 0
+    cfg, note = run_config_for(data, RunConfig())
+    p = cfg.prepare
+    assert (p.detector, p.detect_size, p.margin) == ("hog", 0, 0.15)
+    assert "prepare.detector = 'hog'" in note and "prepare.detect_size = 0" in note
+    other = RunConfig(prepare=dataclasses.replace(RunConfig().prepare, detector="cnn"))
+    with pytest.raises(ConfigError, match="detector"):
+        run_config_for(data, other)

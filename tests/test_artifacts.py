@@ -192,3 +192,23 @@ def _any_image(tmp_path: Path) -> Path:
     cv2.imwrite(str(path), cv2.cvtColor(draw_face(np.random.default_rng(1), 48),
                                         cv2.COLOR_RGB2BGR))
     return path
+
+
+def test_predictor_runs_the_onnx_sessions_side_by_side_with_the_same_logits(
+        exported_run, synthetic_dataset):
+    """Predictor.model_logits runs each ONNX session on one thread, the sessions on a pool:
+    the logits are those of each model run alone, in the models' order."""
+    from ensemble_dfd.data.images import load_images
+    from ensemble_dfd.inference.verdict import Predictor
+    from ensemble_dfd.training.train import predict_logits
+
+    pred = Predictor(exported_run, faces="as-is")
+    assert set(pred.backends.values()) == {"onnx"} and len(pred.model_refs) == 2
+    for model in pred.models.values():
+        assert model.session.get_session_options().intra_op_num_threads == 1
+    crops = list(load_images(_test_images(synthetic_dataset, 5), 32))
+    got = pred.model_logits(crops)
+    assert pred._pool is not None and got.shape == (5, 2)
+    for k, ref in enumerate(pred.model_refs):
+        alone = predict_logits(pred.models[ref], np.stack(crops), pred.batch_size)
+        np.testing.assert_array_equal(got[:, k], alone)
