@@ -596,10 +596,9 @@ class Predictor:
         return out
 
     def _onnx_pool(self) -> ThreadPoolExecutor:
-        """The threads that run the ONNX sessions: one per usable core (made once)."""
+        """The threads that run the ONNX sessions: one per core (made once)."""
         if self._pool is None:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-                os.cpu_count() or 1)
+            cores = os.cpu_count() or 1
             self._pool = ThreadPoolExecutor(max(1, min(cores, len(self.model_refs))),
                                             thread_name_prefix="onnx")
         return self._pool
