@@ -37,8 +37,8 @@ _INT_MAX = 2**31 - 1  # FFmpeg's max_pixels option is an int
 
 def to_bgr(frame) -> np.ndarray:
     """A decoded frame's BGR pixels (swscale's conversion, as OpenCV's reader does), on
-    every core (PyAV >= 17 splits swscale's work; the same pixels: a 1080p frame took
-    5.4 ms with 2 threads instead of 8.5 ms with 1)."""
+    every core (PyAV >= 17 splits swscale's work; the same pixels; a 1080p frame 4.1-4.8
+    instead of 5.3-5.4 ms on 2 cores, while decoding dominates: benchmarks/decode_options.py)."""
     return frame.to_ndarray(format="bgr24", threads=os.cpu_count() or 1)
 
 
