@@ -1,6 +1,6 @@
 """How often each detector finds the face in a tight face crop, as the crop is and with a
-border added back (replicated edge, then enlarged to >= 100 px, as
-``inference.verdict.looks_like_face_crop`` does): the figures behind ``CROP_PAD``.
+border added back (``inference.verdict.with_border``, as
+``looks_like_face_crop`` does): the figures behind ``CROP_PAD``.
 
     PYTHONPATH=src python benchmarks/crop_fallback.py [--crops ../shared/data/dfd-mini/test]
         [--n 60]
@@ -13,24 +13,12 @@ import random
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from ensemble_dfd.data import faces as facelib
-from ensemble_dfd.inference.verdict import CROP_DETECT_MIN_SIDE
+from ensemble_dfd.inference.verdict import with_border
 
 ROOT = Path(__file__).resolve().parents[1]
 PADS = (0.0, 0.10, 0.25, 0.50)
-
-
-def padded(rgb: np.ndarray, frac: float) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    py, px = int(round(h * frac)), int(round(w * frac))
-    img = cv2.copyMakeBorder(rgb, py, py, px, px, cv2.BORDER_REPLICATE)
-    short = min(img.shape[:2])
-    if short < CROP_DETECT_MIN_SIDE:
-        f = CROP_DETECT_MIN_SIDE / short
-        img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR)
-    return img
 
 
 def main() -> int:
@@ -51,7 +39,7 @@ def main() -> int:
         for f in files:
             rgb = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
             for i, pad in enumerate(PADS):
-                found[i] += bool(facelib.face_locations(padded(rgb, pad), 1, det))
+                found[i] += bool(facelib.face_locations(with_border(rgb, pad), 1, det))
         print(f"| {det} | " + " | ".join(str(n) for n in found) + " |")
     return 0
 

@@ -234,14 +234,21 @@ def looks_like_face_crop(rgb: np.ndarray, p: PrepareConfig) -> bool:
         return False
     if max(h, w) / min(h, w) > CROP_MAX_ASPECT:
         return False
-    pad = CROP_PAD[p.detector]
+    img = with_border(rgb, CROP_PAD[p.detector])
+    return bool(facelib.face_locations(img, max(1, p.upsample), p.detector))
+
+
+def with_border(rgb: np.ndarray, pad: float) -> np.ndarray:
+    """A crop given back a border of ``pad`` x its size a side (edge replicated), enlarged
+    to at least CROP_DETECT_MIN_SIDE px: what the whole-image check searches."""
+    h, w = rgb.shape[:2]
     py, px = int(round(h * pad)), int(round(w * pad))
     img = cv2.copyMakeBorder(rgb, py, py, px, px, cv2.BORDER_REPLICATE)
     short = min(img.shape[:2])
     if short < CROP_DETECT_MIN_SIDE:
         f = CROP_DETECT_MIN_SIDE / short
         img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR)
-    return bool(facelib.face_locations(img, max(1, p.upsample), p.detector))
+    return img
 
 
 def _read_image(path: Path, res: InputFaces, name: str | None, limits: Limits,
