@@ -24,6 +24,7 @@ from ensemble_dfd.stacking import logits  # noqa: E402
 from ensemble_dfd.training.cluster import (  # noqa: E402
     ClusterTarget,
     add_cluster_args,
+    configured_target,
     gpu_groups,
     target_from_args,
 )
@@ -62,6 +63,22 @@ def test_gpu_groups(gpus, workers, k, want):
     assert gpu_groups(gpus, workers, k) == want
 
 
+def test_configured_target(monkeypatch):
+    """pipeline.dask_workers: a local cluster unless the flags name one; without dask, the
+    steps run here and the log says why."""
+    from ensemble_dfd.training import cluster
+
+    lines: list[str] = []
+    flags = ClusterTarget("tcp://h:8786", 0, 0)
+    assert configured_target(flags, 2, lines.append) is flags
+    assert configured_target(None, 0, lines.append) is None
+    assert configured_target(None, 2, lines.append) == ClusterTarget("", 2, 0)
+    assert lines == []
+    monkeypatch.setattr(cluster.importlib.util, "find_spec", lambda name: None)
+    assert configured_target(None, 2, lines.append) is None
+    assert len(lines) == 1 and "dask[distributed] is not installed" in lines[0]
+
+
 def test_gpu_groups_too_few():
     with pytest.raises(ConfigError, match="needs 4 GPUs; this machine has 2"):
         gpu_groups(["0", "1"], 2, 2)
@@ -79,9 +96,11 @@ def _env() -> dict[str, str]:
 
 @pytest.mark.slow
 def test_two_workers_match_the_serial_run(synthetic_dataset, tiny_run, tmp_path):
+    """Also train.export_apart = false (the demo's): each task exports its model in the
+    child that trained it, not in a second one; the same files."""
     run = tmp_path / "dask"
     proc = subprocess.run(_cmd(synthetic_dataset, run, "--models", "M6,M2",
-                               "--dask-workers", "2"),
+                               "--dask-workers", "2", "--set", "train.export_apart=false"),
                           env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((run / "cluster.json").read_text())["models"]
@@ -94,6 +113,10 @@ def test_two_workers_match_the_serial_run(synthetic_dataset, tiny_run, tmp_path)
         a = pd.read_csv(tiny_run / "models" / ref / "history.csv")
         b = pd.read_csv(run / "models" / ref / "history.csv")
         assert a[["epoch", "phase"]].equals(b[["epoch", "phase"]])
+        done = {r: json.loads((r / "models" / ref / "done.json").read_text())
+                for r in (tiny_run, run)}
+        assert (done[tiny_run]["export_process"], done[run]["export_process"]) == \
+            ("own", "training")
     ours, theirs = logits.read_store(run), logits.read_store(tiny_run)
     key = ["model", "split", "path"]
     ours, theirs = ours.sort_values(key, ignore_index=True), theirs.sort_values(

@@ -47,6 +47,7 @@ def test_overrides_beat_file(tmp_path):
     ("[train]\noptimizer_frozen = 'adagrad'\n", "optimizer_frozen"),
     ("[train]\nepochs_frozen = 2.5\n", "integer"),
     ("[train]\nexport = 'tflite'\n", "train.export must be onnx or none"),
+    ("[pipeline]\ndask_workers = -1\n", "pipeline.dask_workers must be >= 0"),
     ("[train]\nallocator = 'mimalloc'\n", "train.allocator must be auto, system"),
     ("[train\n", "not valid TOML"),
 ])

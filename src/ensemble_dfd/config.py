@@ -101,6 +101,11 @@ class TrainConfig:
     # after training, each model's ONNX artifact (ensemble_dfd.artifacts) for collect,
     # predict and serve: "onnx", or "none"; skipped with a log line without the infer extra
     export: str = "onnx"
+    # where the export runs: true, a fresh process of its own after the training one (its
+    # peak is the export's alone: ResNet152V2 6.2 GB exporting in the trainer vs 3.4 GB
+    # training); false, in the process that trained the model, right after it (one process
+    # start and TensorFlow import less per model: the demo's)
+    export_apart: bool = True
     # malloc of the process that trains each model (Linux, preloaded): "auto" (jemalloc
     # where installed, else the system's), "system", "jemalloc" or "tcmalloc"; jemalloc:
     # EfficientNetB7 -0.45 GB peak at the same speed (results/benchmarks/). Exports keep
@@ -135,6 +140,10 @@ class PipelineConfig:
     splits: str = ""  # FF++: folder of the official train/val/test.json (default ROOT/splits)
     stack: bool = True
     report: bool = True
+    # a local Dask cluster of N workers for prepare's videos and base_train's models when
+    # neither --dask-workers nor --scheduler is given (0: none; without the dask extra the
+    # steps run here, with a log line)
+    dask_workers: int = 0
 
 
 # the old [pipeline] keys that [evaluate] replaced; still read (see _migrate_pipeline)
@@ -419,6 +428,8 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"train.{name} must be adam, rmsprop or sgd")
     if cfg.train.export not in ("onnx", "none"):
         raise ConfigError("train.export must be onnx or none")
+    if cfg.pipeline.dask_workers < 0:
+        raise ConfigError("pipeline.dask_workers must be >= 0")
     if cfg.train.allocator not in ALLOCATOR_SETTINGS:
         raise ConfigError(f"train.allocator must be {', '.join(ALLOCATOR_SETTINGS)}")
     unknown = [t for t in cfg.train.tracking if t not in TRACKERS]

@@ -7,7 +7,8 @@ only collects that set, then redoes stack and report.
 python -m ensemble_dfd.pipeline --config experiments/cpu.toml --out RUN_DIR
 python -m ensemble_dfd.pipeline --demo --out RUN_DIR
     [--dask-workers N | --scheduler ADDRESS] [--gpus-per-model K]  (prepare's videos and
-    base_train's models as Dask tasks, see ensemble_dfd.training.cluster)
+    base_train's models as Dask tasks, see ensemble_dfd.training.cluster; without the
+    flags, [pipeline] dask_workers = N asks for a local cluster: the demo's is 2)
 
 Each step is the step's own command (called in-process), so everything the steps write is
 what they write when run alone; finished steps are skipped on a rerun.
@@ -35,7 +36,12 @@ from ensemble_dfd.rundir import CLAIMS_FILE, Run
 from ensemble_dfd.runio import write_text
 from ensemble_dfd.stacking import logits as store
 from ensemble_dfd.stacking.power import headline_rows
-from ensemble_dfd.training.cluster import ClusterTarget, add_cluster_args, target_from_args
+from ensemble_dfd.training.cluster import (
+    ClusterTarget,
+    add_cluster_args,
+    configured_target,
+    target_from_args,
+)
 from ensemble_dfd.training.mlflow_tracking import require_mlflow
 from ensemble_dfd.training.tracking import configured_trackers
 
@@ -280,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         args.out.mkdir(parents=True, exist_ok=True)
         cfg = resolve_config(args, {})
-        cluster = target_from_args(args)
+        cluster = configured_target(target_from_args(args), cfg.pipeline.dask_workers, log)
         check_eval_sets(cfg, args.config)
         require_mlflow(configured_trackers(cfg.train))  # not after hours of prepare
         if args.demo:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import logging
 import os
 import pickle
@@ -99,6 +100,19 @@ def target_from_args(args: argparse.Namespace) -> ClusterTarget | None:
             raise ConfigError("--gpus-per-model needs --scheduler ADDRESS or --dask-workers N")
         return None
     return ClusterTarget(args.scheduler or "", args.dask_workers or 0, gpus)
+
+
+def configured_target(target: ClusterTarget | None, workers: int,
+                      log: Callable[[str], None]) -> ClusterTarget | None:
+    """The flags' cluster, else a local one of `workers` (``pipeline.dask_workers``) when
+    dask is installed; None: the steps run here."""
+    if target is not None or workers < 1:
+        return target
+    if importlib.util.find_spec("distributed") is None:
+        log(f"pipeline.dask_workers = {workers}: dask[distributed] is not installed "
+            "(pip install -e '.[dask]'); the models train here, one after the other")
+        return None
+    return ClusterTarget("", workers, 0)
 
 
 def visible_gpus() -> list[str]:
@@ -181,8 +195,8 @@ def run_child(fn: Callable[..., Any], args: tuple, label: str,
 
 def train_task(plan: ModelPlan, data: str, run_dir: str, tune: bool) -> dict[str, Any]:
     """One model's task: train (or resume, or skip) it in a child process, then export its
-    ONNX artifact in another (as base_train does locally); return its summary and where it
-    ran. A cluster-wide lock on the model folder keeps a second task (an earlier client's,
+    ONNX artifact in another (as base_train does locally; in the same one with
+    ``train.export_apart = false``); return its summary and where it ran. A cluster-wide lock on the model folder keeps a second task (an earlier client's,
     still running on a worker) from training the same model at the same time."""
     from ensemble_dfd import base_train
     from ensemble_dfd.training import memory
