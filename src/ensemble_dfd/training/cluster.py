@@ -196,8 +196,9 @@ def run_child(fn: Callable[..., Any], args: tuple, label: str,
 def train_task(plan: ModelPlan, data: str, run_dir: str, tune: bool) -> dict[str, Any]:
     """One model's task: train (or resume, or skip) it in a child process, then export its
     ONNX artifact in another (as base_train does locally; in the same one with
-    ``train.export_apart = false``); return its summary and where it ran. A cluster-wide lock on the model folder keeps a second task (an earlier client's,
-    still running on a worker) from training the same model at the same time."""
+    ``train.export_apart = false``); return its summary and where it ran. A cluster-wide
+    lock on the model folder keeps a second task (an earlier client's, still running on a
+    worker) from training the same model at the same time."""
     from ensemble_dfd import base_train
     from ensemble_dfd.training import memory
 
