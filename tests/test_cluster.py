@@ -79,6 +79,26 @@ def test_configured_target(monkeypatch):
     assert len(lines) == 1 and "dask[distributed] is not installed" in lines[0]
 
 
+def test_local_cluster_listens_on_loopback_only():
+    """A Dask scheduler or worker runs any pickled function a client sends it: the local
+    cluster's must not be reachable from the network (SpecCluster's default host is every
+    interface: it listened on the machine's address before)."""
+    from ensemble_dfd.training.cluster import open_cluster
+
+    client, cluster = open_cluster(ClusterTarget("", 1, 0), print)
+    try:
+        client.wait_for_workers(1, timeout=60)
+        info = client.scheduler_info()
+        addresses = [client.scheduler.address, *info["workers"],
+                     *(w["nanny"] for w in info["workers"].values())]
+        assert addresses and all(a.startswith("tcp://127.0.0.1:") for a in addresses), \
+            addresses
+        assert cluster.scheduler.http_server.address == "127.0.0.1"
+    finally:
+        client.close()
+        cluster.close()
+
+
 def test_gpu_groups_too_few():
     with pytest.raises(ConfigError, match="needs 4 GPUs; this machine has 2"):
         gpu_groups(["0", "1"], 2, 2)

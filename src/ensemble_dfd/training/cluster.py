@@ -48,6 +48,7 @@ from ensemble_dfd.training.plan import ModelPlan
 
 TOPIC = "ensemble_dfd.training.train"  # the Dask event topic a task announces its start on
 PROGRESS_FILE = "cluster.json"
+LOOPBACK = "127.0.0.1"  # where a local cluster listens
 
 
 class TrainingFailed(UserError, RuntimeError):
@@ -155,12 +156,16 @@ def open_cluster(target: ClusterTarget, log: Callable[[str], None]) -> tuple[Any
     for i, devices in enumerate(gpu_groups(gpus, n, k) if k else [None] * n):
         # no memory limit: the worker only waits, the model trains in its child process
         options: dict[str, Any] = {"nthreads": 1, "resources": target.resources() or {},
-                                   "silence_logs": logging.WARNING, "memory_limit": 0}
+                                   "silence_logs": logging.WARNING, "memory_limit": 0,
+                                   "host": LOOPBACK}
         if devices is not None:
             options["env"] = {"CUDA_VISIBLE_DEVICES": devices}
         workers[f"train-{i}"] = {"cls": distributed.Nanny, "options": options}
+    # loopback only (as LocalCluster's default): a Dask scheduler or worker runs whatever
+    # pickled function a client sends it, and SpecCluster's default is every interface
     cluster = distributed.SpecCluster(workers=workers, scheduler={
-        "cls": distributed.Scheduler, "options": {"dashboard_address": None}},
+        "cls": distributed.Scheduler, "options": {
+            "host": LOOPBACK, "dashboard": False, "dashboard_address": f"{LOOPBACK}:0"}},
         silence_logs=40)
     return distributed.Client(cluster), cluster
 
