@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     videos = videos_in(args.videos)[: args.max_videos or None]
     import os
 
+    avframes.set_threads(avframes.share_of_cores(1))  # as prepare's one worker decodes
+
     print(f"# faces_speed: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at "
           "start; every setting is timed on the same frames, in a rotating order, in this "
           "one run")

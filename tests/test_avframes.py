@@ -38,8 +38,12 @@ def bframes(tmp_path_factory) -> Path:
     return write_h264(tmp_path_factory.mktemp("v") / "b.mp4", 150, keyint=40)
 
 
+@pytest.mark.parametrize("threads", [0, 1])
 @pytest.mark.parametrize("every", [1, 7, 30, 120])
-def test_sequential_and_planned_readers_give_identical_frames(bframes, monkeypatch, every):
+def test_sequential_and_planned_readers_give_identical_frames(bframes, monkeypatch, every,
+                                                              threads):
+    """Whatever the decoder's threads: FFmpeg's count (0) or prepare's one per worker."""
+    monkeypatch.setattr(avframes, "_threads", threads)
     new = read(bframes, True, monkeypatch, framelib.iter_frames, every, max_width=0)
     old = read(bframes, False, monkeypatch, framelib.iter_frames, every, max_width=0)
     assert [i for i, _ in new] == list(range(0, 150, every))
@@ -66,6 +70,26 @@ def test_readers_identical_on_a_shared_video(wild, monkeypatch, name, kept):
     new = read(video, True, monkeypatch, framelib.iter_frames, 30)
     old = read(video, False, monkeypatch, framelib.iter_frames, 30)
     assert len(new) == kept and same(new, old)
+
+
+def test_share_of_cores(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert [avframes.share_of_cores(n) for n in (0, 1, 4, 16, 32)] == [16, 16, 4, 1, 1]
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert avframes.share_of_cores(2) == 1
+
+
+def test_prepare_workers_take_their_share_of_the_decoder_threads(tmp_path, monkeypatch):
+    """run_tasks hands each worker cores // workers decoder threads (one process here)."""
+    from ensemble_dfd.prepare import extract
+    from ensemble_dfd.prepare.plan import VideoTask
+
+    seen: list[int] = []
+    monkeypatch.setattr(extract, "process", lambda t, out, s: seen.append(s.decode_threads))
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    tasks = [VideoTask(video="v", path="", label=0, source="s", group="g")]
+    extract.run_tasks(tasks, tmp_path, extract.Settings(), 0, lambda r: None, "faces")
+    assert seen == [8]
 
 
 @pytest.fixture(scope="module")

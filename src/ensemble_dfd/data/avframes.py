@@ -33,13 +33,30 @@ from ensemble_dfd.inference.limits import (
 )
 
 _INT_MAX = 2**31 - 1  # FFmpeg's max_pixels option is an int
+_threads = 0  # this process's threads per video (set_threads); 0: FFmpeg's count, every core
+
+
+def set_threads(n: int) -> None:
+    """The threads each video's decoding and colour conversion may use in this process
+    (0: FFmpeg's own count, which is cores + 1, and every core). prepare's workers decode
+    side by side and each takes its share (``share_of_cores``): two workers on 2 cores with
+    one thread each made ``prepare faces`` ~8% quicker than with FFmpeg's three each, the
+    same files (results/benchmarks). The pixels do not depend on it."""
+    global _threads
+    _threads = max(0, int(n))
+
+
+def share_of_cores(processes: int) -> int:
+    """Threads per process when `processes` decode side by side on this machine (>= 1)."""
+    return max(1, (os.cpu_count() or 1) // max(1, processes))
 
 
 def to_bgr(frame) -> np.ndarray:
     """A decoded frame's BGR pixels (swscale's conversion, as OpenCV's reader does), on
-    every core (PyAV >= 17 splits swscale's work; the same pixels; a 1080p frame 4.1-4.8
-    instead of 5.3-5.4 ms on 2 cores, while decoding dominates: benchmarks/decode_options.py)."""
-    return frame.to_ndarray(format="bgr24", threads=os.cpu_count() or 1)
+    every core or this process's share (PyAV >= 17 splits swscale's work; the same pixels;
+    a 1080p frame 4.1-4.8 instead of 5.3-5.4 ms on 2 cores, while decoding dominates:
+    benchmarks/decode_options.py)."""
+    return frame.to_ndarray(format="bgr24", threads=_threads or os.cpu_count() or 1)
 
 
 def have_pyav() -> bool:
@@ -136,6 +153,8 @@ def iter_planned(path: str | Path, wanted_for, max_width: int, report: FrameRepo
                              budget)
         report.plan = plan
         stream.thread_type = "AUTO"
+        if _threads:
+            stream.codec_context.thread_count = _threads
         stream.codec_context.options = {"max_pixels": str(min(max_pixels, _INT_MAX))}
         yield from _run_plan(container, stream, layout, plan, max_width, report, max_pixels,
                              deadline, path)

@@ -15,11 +15,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ensemble_dfd.cli_common import dask_client
+from ensemble_dfd.data import avframes
 from ensemble_dfd.prepare.common import LOG_COLUMNS, label_text, log
 from ensemble_dfd.prepare.plan import VideoTask
 
@@ -85,7 +86,11 @@ def dask_mapper(target: DaskTarget) -> Callable[..., None]:
         try:
             n = len(client.scheduler_info().get("workers", {}))
             log(f"dask: {len(tasks)} video(s) on {n} worker(s) at {client.scheduler.address}")
-            map_tasks(client, process, tasks, out, settings, on_result)
+            # a local cluster's workers share this machine; a running cluster's are taken
+            # to be one per core (the README's recipe)
+            share = avframes.share_of_cores(n) if cluster is not None else 1
+            map_tasks(client, process, tasks, out, replace(settings, decode_threads=share),
+                      on_result)
         finally:
             client.close()
             if cluster is not None:

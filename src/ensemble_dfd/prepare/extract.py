@@ -6,7 +6,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ensemble_dfd.config import PrepareConfig
+from ensemble_dfd.data import avframes
 from ensemble_dfd.data import faces as facelib
 from ensemble_dfd.data import frames as framelib
 from ensemble_dfd.data.images import ImageReadError, read_rgb
@@ -51,6 +52,10 @@ class Settings:
     align: str = "none"  # "dfb": DeepfakeBench's landmark-aligned crop (data/align.py)
     frame_rule: str = "round"  # "floor": DeepfakeBench's linspace(..., dtype=int) pick
     detect_size: int = 0  # >0: detect on a copy with this longer side (faces.find_faces)
+    # each worker's decoding threads (data/avframes.set_threads; 0: FFmpeg's count); set by
+    # run_tasks and the Dask mapper from how many workers share a machine, not recorded
+    # (the pixels do not depend on it)
+    decode_threads: int = 0
 
 
 def settings_from(cfg: PrepareConfig, save_frames: bool, detect: bool = True) -> Settings:
@@ -93,6 +98,7 @@ def process(task: VideoTask, out: str, s: Settings) -> dict[str, Any]:
     clearing what an interrupted earlier attempt left there. Never raises for bad input:
     the error goes into the log row.
     """
+    avframes.set_threads(s.decode_threads)
     root = Path(out)
     crop_dir, frame_dir = root / "crops" / task.video, root / "frames" / task.video
     for d, wanted in ((crop_dir, s.detect), (frame_dir, s.save_frames)):
@@ -172,6 +178,8 @@ def run_tasks(tasks: Sequence[VideoTask], out: Path, s: Settings, workers: int,
     threads would not help), or through ``mapper`` (prepare.dask_map); results are handed
     to ``on_result`` in the main process."""
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    if mapper is None:
+        s = replace(s, decode_threads=avframes.share_of_cores(workers))
     # largest videos first, so no worker is left with a long one at the end (Dask runs
     # tasks in submission order too)
     order = sorted(tasks, key=lambda t: -(Path(t.path).stat().st_size
